@@ -1,0 +1,65 @@
+#pragma once
+/// \file reduce.hpp
+/// The one summation order every backend uses for per-filter reductions, so
+/// that CPU and GPU scores are bitwise identical and decisions never depend
+/// on hardware order.
+///
+/// Values are widened to double before any arithmetic: the product of two
+/// floats is exact in double, so fused and unfused multiply-adds round the
+/// same way. Element j goes to lane j % 8; lanes are combined in a fixed tree.
+/// Host and device code include this header (no Eigen, no std containers).
+
+#if defined(__CUDACC__)
+#define PSAP_HOST_DEVICE __host__ __device__
+#else
+#define PSAP_HOST_DEVICE
+#endif
+
+namespace psap::reduce {
+
+inline constexpr int lanes = 8;
+
+PSAP_HOST_DEVICE inline double combine(const double* a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/// Sum of op(x[j*sx], y[j*sy]) over j < n in the canonical order.
+template <class T, class U, class Op>
+PSAP_HOST_DEVICE inline double binary(const T* x, long sx, const U* y, long sy, long n, Op op) {
+    double acc[lanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long j = 0;
+    if (sx == 1 && sy == 1) {
+        for (; j + lanes <= n; j += lanes)
+            for (int l = 0; l < lanes; ++l) acc[l] += op(double(x[j + l]), double(y[j + l]));
+    } else {
+        for (; j + lanes <= n; j += lanes)
+            for (int l = 0; l < lanes; ++l) acc[l] += op(double(x[(j + l) * sx]), double(y[(j + l) * sy]));
+    }
+    for (int l = 0; j < n; ++j, ++l) acc[l] += op(double(x[j * sx]), double(y[j * sy]));
+    return combine(acc);
+}
+
+template <class T, class Op>
+PSAP_HOST_DEVICE inline double unary(const T* x, long sx, long n, Op op) {
+    return binary(x, sx, x, sx, n, [op](double a, double) { return op(a); });
+}
+
+struct square {
+    PSAP_HOST_DEVICE double operator()(double a) const { return a * a; }
+};
+struct absolute {
+    PSAP_HOST_DEVICE double operator()(double a) const { return a < 0 ? -a : a; }
+};
+struct product {
+    PSAP_HOST_DEVICE double operator()(double a, double b) const { return a * b; }
+};
+/// The difference is rounded to float first so that its square is exact in
+/// double; a rounded square could be fused into the sum on one backend only.
+struct squared_difference {
+    PSAP_HOST_DEVICE double operator()(double a, double b) const {
+        const double d = double(float(a) - float(b));
+        return d * d;
+    }
+};
+
+}  // namespace psap::reduce

@@ -1,0 +1,153 @@
+#pragma once
+/// \file budget.hpp
+/// Cost accounting (MACs, parameters, filters) under kept-channel counts, and
+/// budget targets. One counter for every method: conv + linear MACs; params
+/// are weights + biases + BN gamma/beta (running statistics are buffers).
+
+#include <psap/error.hpp>
+#include <psap/network/network.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace psap {
+
+/// What a budget is measured in.
+enum class budget_kind { flops, params, filters };
+
+inline const char* to_string(budget_kind k) noexcept {
+    switch (k) {
+        case budget_kind::flops: return "flops";
+        case budget_kind::params: return "params";
+        case budget_kind::filters: return "filters";
+    }
+    return "?";
+}
+inline budget_kind parse_budget_kind(std::string_view s) {
+    if (s == "flops" || s == "macs") return budget_kind::flops;
+    if (s == "params") return budget_kind::params;
+    if (s == "filters" || s == "channels") return budget_kind::filters;
+    detail::fail("psap::budget: unknown budget kind '", s, "'; use flops, params or filters");
+}
+
+/// Remove at least `target` (a fraction in [0, 1)) of the network's cost of kind `kind`.
+struct budget {
+    budget_kind kind = budget_kind::flops;
+    double target = 0.5;
+
+    void validate() const {
+        if (!(target >= 0.0 && target < 1.0))
+            detail::fail("psap::budget: target ", target, " is outside [0, 1); it is the fraction of ", to_string(kind),
+                         " to remove (0.5 halves the cost)");
+    }
+};
+
+/// Integer costs: exact, so sums never depend on layer order.
+struct cost {
+    std::int64_t macs = 0;
+    std::int64_t params = 0;
+    std::int64_t filters = 0;
+
+    std::int64_t of(budget_kind k) const noexcept {
+        return k == budget_kind::flops ? macs : k == budget_kind::params ? params : filters;
+    }
+    friend bool operator==(const cost&, const cost&) = default;
+};
+
+/// Prices a network for any kept-channel count per group.
+class cost_model {
+public:
+    cost_model() = default;
+
+    template <class T, memory_space M>
+    explicit cost_model(const network<T, M>& net) {
+        const auto& ls = net.layers();
+        layers_.resize(ls.size());
+        for (std::size_t i = 0; i < ls.size(); ++i) {
+            const auto& l = ls[i];
+            auto& c = layers_[i];
+            c.name = l.name;
+            c.out = l.out_channels;
+            c.in = l.in_channels;
+            c.pair_macs = l.kernel_area * l.out_positions;
+            c.pair_params = l.kernel_area;
+            c.per_out_params = (l.bias.empty() ? 0 : 1) + (l.bn ? 2 : 0);
+            c.counts_filters = l.counts_as_filters;
+        }
+        const auto& gs = net.groups();
+        sizes_.resize(gs.size());
+        for (std::size_t g = 0; g < gs.size(); ++g) {
+            sizes_[g] = gs[g].size;
+            for (const auto& m : gs[g].members) layers_[static_cast<std::size_t>(m.layer)].out_groups.push_back(static_cast<index>(g));
+            for (const auto& c : gs[g].consumers) layers_[static_cast<std::size_t>(c.layer)].in_groups.push_back(static_cast<index>(g));
+        }
+        full_ = evaluate(sizes_);
+    }
+
+    std::size_t group_count() const noexcept { return sizes_.size(); }
+    std::span<const index> group_sizes() const noexcept { return sizes_; }
+    const cost& full() const noexcept { return full_; }
+
+    /// Cost when group g keeps kept[g] of its channels.
+    cost evaluate(std::span<const index> kept) const {
+        if (kept.size() != sizes_.size())
+            detail::fail("psap::cost_model: ", kept.size(), " kept counts for ", sizes_.size(), " groups");
+        cost c;
+        for (const auto& l : layers_) {
+            const std::int64_t out = l.out - removed(l.out_groups, kept);
+            const std::int64_t in = l.in - removed(l.in_groups, kept);
+            c.macs += out * in * l.pair_macs;
+            c.params += out * in * l.pair_params + out * l.per_out_params;
+            if (l.counts_filters) c.filters += out;
+        }
+        return c;
+    }
+
+    /// Fraction of the full cost of kind k removed when keeping kept[g].
+    double reduction(budget_kind k, std::span<const index> kept) const {
+        const auto f = full_.of(k);
+        return f == 0 ? 0.0 : 1.0 - static_cast<double>(evaluate(kept).of(k)) / static_cast<double>(f);
+    }
+
+    /// Per-layer widths under kept counts (for reports and compaction).
+    struct layer_width {
+        std::string name;
+        index out_before, out_after, in_before, in_after;
+        std::int64_t macs_before, macs_after, params_before, params_after;
+    };
+    std::vector<layer_width> widths(std::span<const index> kept) const {
+        std::vector<layer_width> r;
+        r.reserve(layers_.size());
+        for (const auto& l : layers_) {
+            const index out = l.out - removed(l.out_groups, kept);
+            const index in = l.in - removed(l.in_groups, kept);
+            r.push_back({l.name, l.out, out, l.in, in, l.out * l.in * l.pair_macs, std::int64_t(out) * in * l.pair_macs,
+                         l.out * l.in * l.pair_params + l.out * l.per_out_params,
+                         std::int64_t(out) * in * l.pair_params + std::int64_t(out) * l.per_out_params});
+        }
+        return r;
+    }
+
+private:
+    struct layer_cost {
+        std::string name;
+        std::int64_t out = 0, in = 0, pair_macs = 0, pair_params = 0, per_out_params = 0;
+        bool counts_filters = true;
+        std::vector<index> out_groups, in_groups;
+    };
+    std::int64_t removed(const std::vector<index>& gs, std::span<const index> kept) const {
+        std::int64_t r = 0;
+        for (index g : gs) r += sizes_[static_cast<std::size_t>(g)] - kept[static_cast<std::size_t>(g)];
+        return r;
+    }
+
+    std::vector<layer_cost> layers_;
+    std::vector<index> sizes_;
+    cost full_;
+};
+
+}  // namespace psap

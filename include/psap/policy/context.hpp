@@ -1,0 +1,101 @@
+#pragma once
+/// \file context.hpp
+/// What the pruner hands its policies: the step being taken, the state before
+/// it, and the decisions already made at this step.
+
+#include <psap/network/budget.hpp>
+#include <psap/tensor/memory.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <span>
+#include <vector>
+
+namespace psap {
+
+/// When a step happens.
+struct step_info {
+    index step = 0;            ///< 0-based count of step() calls so far
+    double epoch = 0;          ///< as passed to step(): epochs of training completed
+    double progress = 0;       ///< epoch / total_epochs, in [0, 1]
+    bool final_phase = false;  ///< masks are frozen (no restores, no re-allocation)
+};
+
+/// Per-group state the pruner keeps between steps.
+struct group_state {
+    std::vector<std::uint8_t> pruned;  ///< 1 = channel is pruned (gated or zeroed)
+    double ratio = 0;                  ///< p_g chosen at the last step
+    double budget = 0;                 ///< B_t of the last step (0 before any pruning)
+
+    index pruned_count() const noexcept {
+        index n = 0;
+        for (auto p : pruned) n += p;
+        return n;
+    }
+    index size() const noexcept { return static_cast<index>(pruned.size()); }
+};
+
+inline constexpr double not_measured = std::numeric_limits<double>::quiet_NaN();
+
+/// Read-only view of one step for the policies. Filled in this order:
+/// restored (protector) -> scores (criterion) -> plan (schedule) -> shield.
+struct step_context {
+    const cost_model& costs;
+    const budget& target;  ///< the final budget
+    const step_info& info;
+    std::span<const group_state> groups;  ///< state before this step
+    index keep_multiple = 1;              ///< kept counts are rounded up to a multiple of this
+    std::span<const std::vector<index>> restored = {};  ///< channels the protector restores now
+    std::span<const std::vector<double>> scores = {};   ///< criterion scores (lower = prune first)
+};
+
+/// The schedule's decision for one step.
+struct schedule_plan {
+    double budget_now = 0;      ///< B_t, the fraction of cost to remove at this step
+    double mu = not_measured;   ///< allocation offset found by bisection
+    bool relaxed = false;       ///< the per-step rate limit had to be relaxed to meet B_t
+    std::vector<double> ratio;  ///< p_g
+    std::vector<index> count;   ///< q_g channels to prune in group g
+    std::vector<double> sparsity;  ///< s_g (not_measured when the schedule has no such signal)
+    std::vector<double> pressure;  ///< r_g
+
+    void resize(std::size_t groups) {
+        ratio.assign(groups, 0.0);
+        count.assign(groups, 0);
+        sparsity.assign(groups, not_measured);
+        pressure.assign(groups, not_measured);
+    }
+};
+
+/// What changes in one group at a step; handed to the reconstruction policy.
+struct group_update {
+    std::vector<index> pruned;        ///< every channel pruned after the step (ascending)
+    std::vector<index> newly_pruned;  ///< was active, now pruned
+    std::vector<index> restored;      ///< restored from the snapshot by the protector's decision
+    std::vector<index> released;      ///< was pruned, no longer selected (quota fell)
+};
+
+/// Iteration counters seen by observe().
+struct observe_info {
+    index iteration = 0;             ///< observe() calls since the pruner was created
+    index iterations_since_step = 0; ///< observe() calls since the last step()
+};
+
+template <class Net>
+class snapshot_store;
+
+/// What observe() hands the policies.
+template <class Net>
+struct observe_context {
+    const observe_info& info;
+    std::span<const group_state> groups;
+    snapshot_store<Net>& snapshots;
+};
+
+/// Sums a buffer elementwise across data-parallel workers, in place (an
+/// MPI_Allreduce with MPI_SUM, NCCL's all-reduce, ...). Supplied by the user.
+using all_reduce_fn = std::function<void(std::span<double>)>;
+
+}  // namespace psap

@@ -1,0 +1,115 @@
+#pragma once
+/// \file taylor.hpp
+/// Taylor-FO (Molchanov et al., CVPR 2019): the squared first-order change of
+/// the loss when a channel is removed, accumulated over the iterations since
+/// the last step. With batch norm (the paper's best "gate after BN" variant)
+/// v_i = sum_m gamma_mi dL/dgamma_mi + beta_mi dL/dbeta_mi; without it
+/// v_i = sum_m <F_mi, dL/dF_mi>. Score = mean of v_i^2, smoothed across steps
+/// by an exponential moving average (momentum 0.9 in the paper's code).
+
+#include <psap/backend/cpu.hpp>
+#include <psap/error.hpp>
+#include <psap/policy/context.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <span>
+#include <vector>
+
+namespace psap {
+
+struct taylor {
+    double momentum = 0.9;  ///< EMA across steps; 0 uses each step's mean alone
+
+    static constexpr const char* name = "taylor";
+
+    template <class V>
+    void fields(V&& v) {
+        v("momentum", momentum);
+    }
+
+    template <class Net>
+    void bind(const Net& net) {
+        sum_.clear();
+        avg_.clear();
+        for (const auto& g : net.groups()) {
+            sum_.emplace_back(static_cast<std::size_t>(g.size), 0.0);
+            avg_.emplace_back(static_cast<std::size_t>(g.size), 0.0);
+        }
+        count_ = 0;
+        have_avg_ = false;
+    }
+
+    template <class Net>
+    void observe(const Net& net, const observe_context<Net>&) {
+        using B = backend_t<typename Net::memory_type>;
+        for (std::size_t g = 0; g < sum_.size(); ++g) {
+            const auto& grp = net.groups()[g];
+            std::vector<double> v(sum_[g].size(), 0.0), a(v.size()), b(v.size());
+            for (std::size_t m = 0; m < grp.members.size(); ++m) {
+                const auto mv = member_of(net, static_cast<index>(g), m);
+                if (mv.bn) {
+                    if (mv.bn->grad_gamma.empty() || mv.bn->grad_beta.empty())
+                        detail::fail("psap::taylor: layer '", mv.source->name,
+                                     "' has batch norm without gamma/beta gradient views; give the layer grad_gamma and grad_beta");
+                    add_product(B{}, mv.bn->gamma, mv.bn->grad_gamma, v, a, b);
+                    add_product(B{}, mv.bn->beta, mv.bn->grad_beta, v, a, b);
+                } else {
+                    if (mv.grad.empty())
+                        detail::fail("psap::taylor: layer '", mv.source->name, "' has no gradient view; taylor needs dL/dW");
+                    B::row_dots(mv.weight, mv.grad, a);
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += a[i];
+                }
+            }
+            for (std::size_t i = 0; i < v.size(); ++i) sum_[g][i] += v[i] * v[i];
+        }
+        count_ += 1;
+    }
+
+    template <class Net>
+    void score(const Net& net, const step_context&, std::span<std::vector<double>> scores) {
+        if (count_ <= 0)
+            detail::fail("psap::taylor: no gradients were observed since the last step; call observe() after every backward pass");
+        (void)net;
+        for (std::size_t g = 0; g < scores.size(); ++g)
+            for (std::size_t i = 0; i < scores[g].size(); ++i) {
+                const double mean = sum_[g][i] / count_;
+                avg_[g][i] = (have_avg_ && momentum > 0) ? momentum * avg_[g][i] + (1 - momentum) * mean : mean;
+                scores[g][i] = avg_[g][i];
+            }
+        have_avg_ = true;
+    }
+
+    void after_step() {
+        for (auto& s : sum_) std::fill(s.begin(), s.end(), 0.0);
+        count_ = 0;
+    }
+
+    void reduce(const all_reduce_fn& all_reduce) {
+        for (auto& s : sum_) all_reduce(s);
+        std::span<double> c(&count_, 1);
+        all_reduce(c);
+    }
+
+    void save(nlohmann::json& j) const { j = {{"sum", sum_}, {"avg", avg_}, {"count", count_}, {"have_avg", have_avg_}}; }
+    void load(const nlohmann::json& j) {
+        sum_ = j.at("sum").get<std::vector<std::vector<double>>>();
+        avg_ = j.at("avg").get<std::vector<std::vector<double>>>();
+        count_ = j.at("count").get<double>();
+        have_avg_ = j.at("have_avg").get<bool>();
+    }
+
+private:
+    template <class B, class V>
+    static void add_product(B, const V& x, const V& gx, std::vector<double>& v, std::vector<double>& a, std::vector<double>& b) {
+        B::read(x, a);
+        B::read(gx, b);
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] += a[i] * b[i];
+    }
+
+    std::vector<std::vector<double>> sum_, avg_;
+    double count_ = 0;
+    bool have_avg_ = false;
+};
+
+}  // namespace psap

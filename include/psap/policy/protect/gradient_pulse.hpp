@@ -1,0 +1,177 @@
+#pragma once
+/// \file gradient_pulse.hpp
+/// PSAP's protector (docs/psap.md, steps 2-3). Over the first `window`
+/// iterations after a step it accumulates g_i = mean |v_i|, where v_i is the
+/// derivative of the loss along channel i's gate:
+///   with batch norm: the gate gradient (one-sided as gamma rises from 0 for a
+///   gated channel; dL/dgamma for an active one), summed over members;
+///   without: <F_i, dL/dF_i> for an active filter and <snapshot_i, dL/dF_i>
+///   for a zeroed one (the derivative of restoring it).
+/// Gated and active channels are then on one scale. At a step, a pruned
+/// channel with g_i > kappa * median(active g) is restored (strongest first,
+/// at most ceil(restore_fraction * q)), and an active channel with
+/// g_i > kappa_keep * median(active g) is shielded; restored + shielded
+/// <= min(floor(rho q), N - q). Nothing happens in the final phase.
+
+#include <psap/backend/cpu.hpp>
+#include <psap/error.hpp>
+#include <psap/policy/context.hpp>
+#include <psap/policy/measure.hpp>
+#include <psap/policy/reconstruct/snapshot_store.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <span>
+#include <vector>
+
+namespace psap {
+
+struct gradient_pulse {
+    index window = 20;              ///< K: iterations after a step that are observed
+    double kappa = 3.0;             ///< restore threshold, in medians of active g
+    double kappa_keep = 3.0;        ///< protection threshold, in medians of active g
+    bool restore = true;
+    bool protect = true;
+    double restore_fraction = 0.1;  ///< at most ceil(restore_fraction * q) restores per group and step
+    double rho = 0.5;               ///< restored + protected <= min(floor(rho q), N - q)
+
+    static constexpr const char* name = "gradient_pulse";
+
+    template <class V>
+    void fields(V&& v) {
+        v("window", window);
+        v("kappa", kappa);
+        v("kappa_keep", kappa_keep);
+        v("restore", restore);
+        v("protect", protect);
+        v("restore_fraction", restore_fraction);
+        v("rho", rho);
+    }
+
+    template <class Net>
+    void bind(const Net& net) {
+        acc_.clear();
+        for (const auto& g : net.groups()) acc_.emplace_back(static_cast<std::size_t>(g.size), 0.0);
+        pulses_.assign(acc_.size(), 0);
+        count_ = 0;
+    }
+
+    template <class Net>
+    void observe(const Net& net, const observe_context<Net>& octx) {
+        if (octx.info.iterations_since_step >= window) return;
+        using B = backend_t<typename Net::memory_type>;
+        for (std::size_t g = 0; g < acc_.size(); ++g) {
+            const auto& grp = net.groups()[g];
+            const auto& pruned = octx.groups[g].pruned;
+            std::vector<double> v(acc_[g].size(), 0.0), tmp(v.size()), tmp2(v.size());
+            for (std::size_t m = 0; m < grp.members.size(); ++m) {
+                const auto mv = member_of(net, static_cast<index>(g), m);
+                if (mv.bn) {
+                    const auto& src = !mv.bn->gate_grad.empty() ? mv.bn->gate_grad : mv.bn->grad_gamma;
+                    if (src.empty())
+                        detail::fail("psap::gradient_pulse: layer '", mv.source->name,
+                                     "' has batch norm but neither a gate_grad nor a grad_gamma view; supply one");
+                    B::read(src, tmp);
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += tmp[i];
+                } else {
+                    if (mv.grad.empty())
+                        detail::fail("psap::gradient_pulse: layer '", mv.source->name, "' has no gradient view; supply dL/dW");
+                    B::row_dots(mv.weight, mv.grad, tmp);
+                    B::row_dots(octx.snapshots.member_filters(static_cast<index>(g), m), mv.grad, tmp2);
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += pruned[i] ? tmp2[i] : tmp[i];
+                }
+            }
+            for (std::size_t i = 0; i < v.size(); ++i) acc_[g][i] += std::abs(v[i]);
+        }
+        count_ += 1;
+    }
+
+    template <class Net>
+    void restores(const Net&, const step_context& ctx, std::span<std::vector<index>> out) {
+        std::fill(pulses_.begin(), pulses_.end(), 0);
+        if (ctx.info.final_phase || count_ <= 0) return;
+        for (std::size_t g = 0; g < out.size(); ++g) {
+            const auto& st = ctx.groups[g];
+            const index n = st.size(), q = st.pruned_count();
+            if (q == 0) continue;
+            const auto mean = means(g);
+            const double med = measure::active_median(mean, st.pruned);
+            if (!(med > 0)) continue;
+            auto cand = ranked(mean, [&](std::size_t i) { return st.pruned[i] && mean[i] > kappa * med; });
+            pulses_[g] = static_cast<index>(cand.size());
+            if (!restore) continue;
+            const index cap = std::min<index>({static_cast<index>(std::ceil(restore_fraction * static_cast<double>(q))),
+                                               static_cast<index>(std::floor(rho * static_cast<double>(q))), n - q});
+            if (static_cast<index>(cand.size()) > cap) cand.resize(static_cast<std::size_t>(std::max<index>(cap, 0)));
+            out[g] = std::move(cand);
+        }
+    }
+
+    template <class Net>
+    void shield(const Net&, const step_context& ctx, std::span<const index> counts, std::span<std::vector<index>> out) {
+        if (ctx.info.final_phase || count_ <= 0 || !protect) return;
+        for (std::size_t g = 0; g < out.size(); ++g) {
+            const auto& st = ctx.groups[g];
+            const index n = st.size(), q = counts[g];
+            const auto mean = means(g);
+            const double med = measure::active_median(mean, st.pruned);
+            if (!(med > 0) || q == 0) continue;
+            std::vector<std::uint8_t> restored(static_cast<std::size_t>(n), 0);
+            if (!ctx.restored.empty())
+                for (index c : ctx.restored[g]) restored[static_cast<std::size_t>(c)] = 1;
+            auto cand = ranked(mean, [&](std::size_t i) { return !st.pruned[i] && !restored[i] && mean[i] > kappa_keep * med; });
+            const index used = ctx.restored.empty() ? 0 : static_cast<index>(ctx.restored[g].size());
+            const index cap = std::min<index>(static_cast<index>(std::floor(rho * static_cast<double>(q))), n - q) - used;
+            if (static_cast<index>(cand.size()) > cap) cand.resize(static_cast<std::size_t>(std::max<index>(cap, 0)));
+            out[g] = std::move(cand);
+        }
+    }
+
+    void after_step() {
+        for (auto& a : acc_) std::fill(a.begin(), a.end(), 0.0);
+        count_ = 0;
+    }
+
+    void reduce(const all_reduce_fn& all_reduce) {
+        for (auto& a : acc_) all_reduce(a);
+        std::span<double> c(&count_, 1);
+        all_reduce(c);
+    }
+
+    /// Pruned channels above the restore threshold at the last step (before the cap).
+    index pulses(std::size_t g) const { return g < pulses_.size() ? pulses_[g] : 0; }
+    /// Mean statistic g_i of group g over the observed iterations.
+    std::vector<double> means(std::size_t g) const {
+        std::vector<double> m(acc_[g].size(), 0.0);
+        if (count_ > 0)
+            for (std::size_t i = 0; i < m.size(); ++i) m[i] = acc_[g][i] / count_;
+        return m;
+    }
+
+    void save(nlohmann::json& j) const { j = {{"acc", acc_}, {"count", count_}}; }
+    void load(const nlohmann::json& j) {
+        acc_ = j.at("acc").get<std::vector<std::vector<double>>>();
+        count_ = j.at("count").get<double>();
+        pulses_.assign(acc_.size(), 0);
+    }
+
+private:
+    /// Indices passing `keep`, by decreasing statistic, ties by index.
+    template <class Pred>
+    static std::vector<index> ranked(const std::vector<double>& stat, Pred keep) {
+        std::vector<index> r;
+        for (std::size_t i = 0; i < stat.size(); ++i)
+            if (keep(i)) r.push_back(static_cast<index>(i));
+        std::stable_sort(r.begin(), r.end(), [&](index a, index b) { return stat[static_cast<std::size_t>(a)] > stat[static_cast<std::size_t>(b)]; });
+        return r;
+    }
+
+    std::vector<std::vector<double>> acc_;
+    std::vector<index> pulses_;
+    double count_ = 0;
+};
+
+}  // namespace psap

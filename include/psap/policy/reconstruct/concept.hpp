@@ -1,0 +1,102 @@
+#pragma once
+/// \file concept.hpp
+/// The reconstruction family: what pruning a channel does to the weights, and
+/// what happens to a pruned channel between steps.
+
+#include <psap/policy/context.hpp>
+#include <psap/policy/measure.hpp>
+#include <psap/policy/reconstruct/snapshot_store.hpp>
+
+#include <concepts>
+#include <span>
+
+namespace psap {
+
+/// apply() makes the network match this step's masks (saving snapshots of
+/// newly pruned channels, restoring or releasing others); after_update() runs
+/// after every optimizer step.
+///
+/// Semantics: after apply(), a restored channel holds exactly its snapshot;
+/// a channel pruned by a "hard" policy outputs exactly zero and stays so
+/// across after_update(); apply() with no changes is idempotent. Optional:
+/// mask_gradients(net, groups), called from observe() before the optimizer
+/// step; finish(net, groups, snapshots), called from finalize().
+template <class R, class Net>
+concept reconstructor_for =
+    std::copy_constructible<R> && requires(R& r, const Net& net, const step_context& ctx, std::span<const group_update> updates,
+                                           std::span<const group_state> groups, snapshot_store<Net>& snapshots) {
+        r.apply(net, ctx, updates, snapshots);
+        r.after_update(net, groups, snapshots);
+    };
+
+/// The smallest reconstruction policy: masks are bookkeeping only.
+struct reconstructor_archetype {
+    template <class Net>
+    void apply(const Net&, const step_context&, std::span<const group_update>, snapshot_store<Net>&) {}
+    template <class Net>
+    void after_update(const Net&, std::span<const group_state>, snapshot_store<Net>&) {}
+};
+
+namespace detail {
+/// Pruned channel indices of a mask.
+inline std::vector<index> pruned_list(const group_state& s) {
+    std::vector<index> r;
+    for (std::size_t i = 0; i < s.pruned.size(); ++i)
+        if (s.pruned[i]) r.push_back(static_cast<index>(i));
+    return r;
+}
+
+/// Zeroes (or scales) the listed channels' filters and biases in every member.
+template <class Net>
+void scale_filters(const Net& net, index g, std::span<const index> ch, typename Net::value_type factor) {
+    using B = backend_t<typename Net::memory_type>;
+    const auto& grp = net.groups()[static_cast<std::size_t>(g)];
+    for (std::size_t m = 0; m < grp.members.size(); ++m) {
+        const auto mv = member_of(net, g, m);
+        if (factor == 0) {
+            B::zero_rows(mv.weight, ch);
+            if (!mv.bias.empty()) B::set_entries(mv.bias, ch, typename Net::value_type(0));
+        } else {
+            B::scale_rows(mv.weight, ch, factor);
+            if (!mv.bias.empty()) B::scale_entries(mv.bias, ch, factor);
+        }
+    }
+}
+
+/// Sets (or scales) the listed channels' BN gamma and beta in every member.
+template <class Net>
+void scale_bn(const Net& net, index g, std::span<const index> ch, typename Net::value_type factor) {
+    using B = backend_t<typename Net::memory_type>;
+    const auto& grp = net.groups()[static_cast<std::size_t>(g)];
+    for (std::size_t m = 0; m < grp.members.size(); ++m) {
+        const auto mv = member_of(net, g, m);
+        if (!mv.bn) continue;
+        if (factor == 0) {
+            B::set_entries(mv.bn->gamma, ch, typename Net::value_type(0));
+            B::set_entries(mv.bn->beta, ch, typename Net::value_type(0));
+        } else {
+            B::scale_entries(mv.bn->gamma, ch, factor);
+            B::scale_entries(mv.bn->beta, ch, factor);
+        }
+    }
+}
+
+/// Zeroes the gradients the optimizer would apply to the listed channels.
+template <class Net>
+void zero_gradients(const Net& net, index g, std::span<const index> ch, bool with_bn) {
+    using B = backend_t<typename Net::memory_type>;
+    using T = typename Net::value_type;
+    const auto& grp = net.groups()[static_cast<std::size_t>(g)];
+    for (std::size_t m = 0; m < grp.members.size(); ++m) {
+        const auto mv = member_of(net, g, m);
+        if (!mv.grad.empty()) B::zero_rows(mv.grad, ch);
+        if (!mv.grad_bias.empty()) B::set_entries(mv.grad_bias, ch, T(0));
+        if (with_bn && mv.bn) {
+            if (!mv.bn->grad_gamma.empty()) B::set_entries(mv.bn->grad_gamma, ch, T(0));
+            if (!mv.bn->grad_beta.empty()) B::set_entries(mv.bn->grad_beta, ch, T(0));
+        }
+    }
+}
+}  // namespace detail
+
+}  // namespace psap

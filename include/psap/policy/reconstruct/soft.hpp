@@ -1,0 +1,50 @@
+#pragma once
+/// \file soft.hpp
+/// SFP (He et al., IJCAI 2018): pruned filters are zeroed at each step and
+/// keep training in between, so they can regrow ("reconstruction"); batch
+/// norm is not touched. With mask_gradients (FPGM's code) the gradients of
+/// pruned filters are zeroed within the epoch too.
+///
+/// Under train-mode batch norm a zeroed filter is dead (beta <= 0) or
+/// explodes (beta > 0); started at init it is a static mask. Kept as the
+/// baseline it is; see docs/psap.md.
+
+#include <psap/policy/reconstruct/concept.hpp>
+
+namespace psap {
+
+struct soft {
+    bool mask_gradients = false;
+
+    static constexpr const char* name = "soft";
+
+    template <class V>
+    void fields(V&& v) {
+        v("mask_gradients", mask_gradients);
+    }
+
+    template <class Net>
+    void apply(const Net& net, const step_context&, std::span<const group_update> updates, snapshot_store<Net>& snaps) const {
+        for (std::size_t gi = 0; gi < updates.size(); ++gi) {
+            const auto g = static_cast<index>(gi);
+            const auto& u = updates[gi];
+            if (!u.newly_pruned.empty()) snaps.save(net, g, u.newly_pruned);
+            if (!u.restored.empty()) snaps.restore(net, g, u.restored, snapshot_store<Net>::filters);
+            detail::scale_filters(net, g, u.pruned, typename Net::value_type(0));
+        }
+    }
+
+    template <class Net>
+    void after_update(const Net&, std::span<const group_state>, snapshot_store<Net>&) const {}
+
+    template <class Net>
+    void mask_gradients_of(const Net& net, std::span<const group_state> groups) const {
+        if (!mask_gradients) return;
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+            const auto pruned = detail::pruned_list(groups[gi]);
+            if (!pruned.empty()) detail::zero_gradients(net, static_cast<index>(gi), pruned, false);
+        }
+    }
+};
+
+}  // namespace psap

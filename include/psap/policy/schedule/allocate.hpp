@@ -1,0 +1,115 @@
+#pragma once
+/// \file allocate.hpp
+/// The budget solver every schedule shares: p_g = clip(d_g + mu, lo_g, hi_g),
+/// q_g = floor(p_g * N_g), with the smallest mu whose integer counts remove at
+/// least B_t of the cost. Costs are integers, so the answer never depends on
+/// the order of layers or groups.
+
+#include <psap/error.hpp>
+#include <psap/network/budget.hpp>
+#include <psap/policy/context.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <vector>
+
+namespace psap {
+
+/// Channels pruned for ratio p in a group of n: floor(p*n), kept rounded up to
+/// a multiple of `multiple`, and at least one channel kept.
+inline index pruned_count(double p, index n, index multiple = 1) {
+    // 1e-9 absorbs representation error (0.3 * 10 = 2.9999999999999996).
+    index q = static_cast<index>(std::floor(std::clamp(p, 0.0, 1.0) * static_cast<double>(n) + 1e-9));
+    index kept = n - q;
+    if (multiple > 1) kept = std::min<index>(n, (kept + multiple - 1) / multiple * multiple);
+    kept = std::max<index>(kept, 1);
+    return n - kept;
+}
+
+struct allocation {
+    double mu = 0;
+    bool feasible = true;
+    std::vector<double> ratio;
+    std::vector<index> count;
+};
+
+/// Counts for a given mu.
+inline void counts_at(double mu, std::span<const double> desired, std::span<const double> lo, std::span<const double> hi,
+                      std::span<const index> sizes, index multiple, std::vector<double>& ratio, std::vector<index>& count) {
+    ratio.resize(sizes.size());
+    count.resize(sizes.size());
+    for (std::size_t g = 0; g < sizes.size(); ++g) {
+        ratio[g] = std::clamp(desired[g] + mu, lo[g], hi[g]);
+        count[g] = pruned_count(ratio[g], sizes[g], multiple);
+    }
+}
+
+/// Finds the smallest mu meeting `target` (fraction of `kind` removed).
+/// When even mu = +inf (every group at hi) misses it, returns feasible = false
+/// with the counts at hi.
+inline allocation allocate(const cost_model& costs, budget_kind kind, double target, std::span<const double> desired,
+                           std::span<const double> lo, std::span<const double> hi, index multiple = 1) {
+    const std::size_t n = costs.group_count();
+    if (desired.size() != n || lo.size() != n || hi.size() != n)
+        detail::fail("psap::allocate: ", desired.size(), " desired ratios for ", n, " groups");
+    const auto sizes = costs.group_sizes();
+    const double full = static_cast<double>(costs.full().of(kind));
+    const double limit = full * (1.0 - target);  // the cost we may keep
+    auto meets = [&](const std::vector<index>& count) {
+        std::vector<index> kept(n);
+        for (std::size_t g = 0; g < n; ++g) kept[g] = sizes[g] - count[g];
+        return static_cast<double>(costs.evaluate(kept).of(kind)) <= limit;
+    };
+    allocation a;
+    double dmin = 0, dmax = 0;
+    for (std::size_t g = 0; g < n; ++g) {
+        dmin = std::min(dmin, desired[g]);
+        dmax = std::max(dmax, desired[g]);
+    }
+    double mu_lo = -1.0 - dmax, mu_hi = 1.0 - dmin;  // every p at lo, every p at hi
+    counts_at(mu_lo, desired, lo, hi, sizes, multiple, a.ratio, a.count);
+    if (meets(a.count)) {
+        a.mu = mu_lo;
+        return a;
+    }
+    counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);
+    if (!meets(a.count)) {
+        a.mu = mu_hi;
+        a.feasible = false;
+        return a;
+    }
+    for (int it = 0; it < 64 && mu_hi - mu_lo > 1e-12; ++it) {
+        const double mid = 0.5 * (mu_lo + mu_hi);
+        counts_at(mid, desired, lo, hi, sizes, multiple, a.ratio, a.count);
+        (meets(a.count) ? mu_hi : mu_lo) = mid;
+    }
+    a.mu = mu_hi;
+    counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);
+    return a;
+}
+
+/// Achieved fraction of `kind` removed by the counts.
+inline double achieved_reduction(const cost_model& costs, budget_kind kind, std::span<const index> count) {
+    const auto sizes = costs.group_sizes();
+    std::vector<index> kept(sizes.size());
+    for (std::size_t g = 0; g < sizes.size(); ++g) kept[g] = sizes[g] - count[g];
+    return costs.reduction(kind, kept);
+}
+
+/// The largest reduction reachable with every group at ratio `p_max`.
+inline double max_reduction(const cost_model& costs, budget_kind kind, double p_max, index multiple = 1) {
+    const auto sizes = costs.group_sizes();
+    std::vector<index> count(sizes.size());
+    for (std::size_t g = 0; g < sizes.size(); ++g) count[g] = pruned_count(p_max, sizes[g], multiple);
+    return achieved_reduction(costs, kind, count);
+}
+
+/// Throws the "budget cannot be met" error with the numbers a user needs.
+[[noreturn]] inline void fail_budget(const char* who, budget_kind kind, double target, double reachable, double p_max) {
+    detail::fail("psap::", who, ": the budget of removing ", target * 100, "% of ", to_string(kind),
+                 " cannot be met: with every group at the maximum ratio ", p_max, " only ", reachable * 100,
+                 "% is removed; lower the target, raise p_max, or add the remaining layers to groups");
+}
+
+}  // namespace psap

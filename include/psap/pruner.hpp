@@ -1,0 +1,462 @@
+#pragma once
+/// \file pruner.hpp
+/// pruner<Schedule, Criterion, Protect, Reconstruct>: drives the four policies
+/// from any training loop through four hooks:
+///   observe(net)       after each backward pass (before the optimizer step)
+///   step(net, epoch)   at a pruning point
+///   after_update(net)  after each optimizer step
+///   finalize(net)      at the end: keep-lists for compaction
+/// plus state()/load_state() for identical decisions after a resume.
+/// The network is a description holding views; hooks write through them.
+
+#include <psap/backend/cpu.hpp>
+#include <psap/error.hpp>
+#include <psap/network/budget.hpp>
+#include <psap/network/network.hpp>
+#include <psap/policy/context.hpp>
+#include <psap/policy/criterion/concept.hpp>
+#include <psap/policy/protect/concept.hpp>
+#include <psap/policy/reconstruct/concept.hpp>
+#include <psap/policy/reconstruct/snapshot_store.hpp>
+#include <psap/policy/schedule/concept.hpp>
+#include <psap/report/result.hpp>
+#include <psap/report/step_log.hpp>
+#include <psap/state.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace psap {
+
+/// Options shared by every policy combination.
+struct pruner_options {
+    budget target{};
+    double total_epochs = 1;   ///< progress = epoch / total_epochs
+    double final_phase = 0;    ///< masks are frozen once progress > 1 - final_phase
+    index keep_multiple = 1;   ///< kept channels rounded up to a multiple (e.g. 8 for tensor cores)
+    bool check_finite = true;  ///< reject NaN/Inf weights and gradients with a psap::error
+
+    void validate() const {
+        target.validate();
+        if (!(total_epochs > 0)) detail::fail("psap::pruner_options: total_epochs ", total_epochs, " must be positive");
+        if (!(final_phase >= 0 && final_phase < 1))
+            detail::fail("psap::pruner_options: final_phase ", final_phase, " is outside [0, 1)");
+        if (keep_multiple < 1) detail::fail("psap::pruner_options: keep_multiple ", keep_multiple, " must be >= 1");
+    }
+};
+
+template <class Schedule, class Criterion, class Protect, class Reconstruct, class Net = network<float>>
+    requires schedule_for<Schedule, Net> && criterion_for<Criterion, Net> && protector_for<Protect, Net> &&
+             reconstructor_for<Reconstruct, Net>
+class pruner {
+public:
+    using network_type = Net;
+    using schedule_type = Schedule;
+    using criterion_type = Criterion;
+    using protector_type = Protect;
+    using reconstructor_type = Reconstruct;
+
+    pruner() = default;
+    explicit pruner(pruner_options options, Schedule s = {}, Criterion c = {}, Protect p = {}, Reconstruct r = {})
+        : options_(std::move(options)), schedule_(std::move(s)), criterion_(std::move(c)), protect_(std::move(p)),
+          reconstruct_(std::move(r)) {
+        options_.validate();
+    }
+
+    /// Binds to a network (done implicitly by the first hook): validates it and
+    /// sizes all per-network state.
+    void bind(const Net& net) {
+        net.validate();
+        costs_ = cost_model(net);
+        fingerprint_ = net.fingerprint();
+        groups_.assign(net.groups().size(), {});
+        for (std::size_t g = 0; g < groups_.size(); ++g) groups_[g].pruned.assign(static_cast<std::size_t>(net.groups()[g].size), 0);
+        snapshots_.bind(net);
+        if constexpr (requires { schedule_.bind(net); }) schedule_.bind(net);
+        if constexpr (requires { criterion_.bind(net); }) criterion_.bind(net);
+        if constexpr (requires { protect_.bind(net); }) protect_.bind(net);
+        if constexpr (requires { reconstruct_.bind(net); }) reconstruct_.bind(net);
+        steps_ = iteration_ = since_step_ = 0;
+        log_.clear();
+        bound_ = true;
+    }
+
+    /// After each backward pass: policies accumulate gradient statistics;
+    /// policies that mask gradients do so here.
+    void observe(const Net& net) {
+        ensure_bound(net);
+        if (options_.check_finite) check_gradients(net);
+        const observe_info info{iteration_, since_step_};
+        observe_context<Net> octx{info, groups_, snapshots_};
+        if constexpr (requires { criterion_.observe(net, octx); }) criterion_.observe(net, octx);
+        if constexpr (requires { protect_.observe(net, octx); }) protect_.observe(net, octx);
+        if constexpr (requires { reconstruct_.mask_gradients_of(net, std::span<const group_state>(groups_)); })
+            reconstruct_.mask_gradients_of(net, std::span<const group_state>(groups_));
+        ++iteration_;
+        ++since_step_;
+    }
+
+    /// A pruning point, `epoch` epochs into training: allocate, score, protect,
+    /// select and apply. Returns what was decided.
+    const step_log& step(const Net& net, double epoch) {
+        ensure_bound(net);
+        if (net.fingerprint() != fingerprint_)
+            detail::fail("psap::pruner::step: the network's structure changed since the pruner was bound; call bind() again");
+        if (!std::isfinite(epoch) || epoch < 0) detail::fail("psap::pruner::step: epoch ", epoch, " must be finite and >= 0");
+        if (options_.check_finite) check_weights(net);
+        if (reduce_) {
+            if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
+            if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
+        }
+
+        step_info info;
+        info.step = steps_;
+        info.epoch = epoch;
+        info.progress = std::clamp(epoch / options_.total_epochs, 0.0, 1.0);
+        info.final_phase = options_.final_phase > 0 && info.progress > 1.0 - options_.final_phase + 1e-12;
+
+        const std::size_t n = groups_.size();
+        std::vector<std::vector<index>> restored(n), shielded(n);
+        std::vector<std::vector<double>> scores(n);
+        for (std::size_t g = 0; g < n; ++g) scores[g].assign(groups_[g].pruned.size(), 0.0);
+        step_context ctx{costs_, options_.target, info, groups_, options_.keep_multiple};
+        step_log entry;
+        entry.step = info.step;
+        entry.epoch = epoch;
+        entry.progress = info.progress;
+
+        std::vector<group_update> updates(n);
+        schedule_plan plan;
+        plan.resize(n);
+        const bool frozen = info.final_phase;
+        if (frozen) {
+            for (std::size_t g = 0; g < n; ++g) {
+                updates[g].pruned = detail::pruned_list(groups_[g]);
+                plan.ratio[g] = groups_[g].ratio;
+                plan.count[g] = static_cast<index>(updates[g].pruned.size());
+            }
+            plan.budget_now = n ? groups_[0].budget : 0;
+        } else {
+            protect_.restores(net, ctx, restored);
+            for (std::size_t g = 0; g < n; ++g)
+                for (index c : restored[g])
+                    if (c < 0 || c >= groups_[g].size() || !groups_[g].pruned[static_cast<std::size_t>(c)])
+                        detail::fail("psap::pruner: the protector restored channel ", c, " of group '", net.groups()[g].name,
+                                     "', which is not pruned");
+            ctx.restored = restored;
+            criterion_.score(net, ctx, scores);
+            check_scores(net, scores);
+            ctx.scores = scores;
+            schedule_.plan(net, ctx, plan);
+            for (std::size_t g = 0; g < n; ++g) {
+                const index size = groups_[g].size();
+                if (plan.count[g] < 0 || plan.count[g] >= size)
+                    detail::fail("psap::pruner: the schedule asked to prune ", plan.count[g], " of the ", size,
+                                 " channels of group '", net.groups()[g].name, "'; a group keeps at least one channel");
+                // Restores beyond what the quota leaves are dropped, weakest first.
+                if (static_cast<index>(restored[g].size()) > size - plan.count[g])
+                    restored[g].resize(static_cast<std::size_t>(size - plan.count[g]));
+            }
+            protect_.shield(net, ctx, plan.count, shielded);
+            for (std::size_t g = 0; g < n; ++g) select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
+        }
+
+        reconstruct_.apply(net, ctx, updates, snapshots_);
+        for (std::size_t g = 0; g < n; ++g) {
+            auto& st = groups_[g];
+            std::fill(st.pruned.begin(), st.pruned.end(), std::uint8_t{0});
+            for (index c : updates[g].pruned) st.pruned[static_cast<std::size_t>(c)] = 1;
+            st.ratio = plan.ratio[g];
+            st.budget = plan.budget_now;
+        }
+
+        entry.frozen = frozen;
+        entry.budget_now = plan.budget_now;
+        entry.mu = plan.mu;
+        entry.relaxed = plan.relaxed;
+        std::vector<index> kept(n);
+        for (std::size_t g = 0; g < n; ++g) kept[g] = groups_[g].size() - groups_[g].pruned_count();
+        entry.achieved = costs_.evaluate(kept);
+        entry.reduction = costs_.reduction(options_.target.kind, kept);
+        entry.groups.resize(n);
+        for (std::size_t g = 0; g < n; ++g) {
+            auto& d = entry.groups[g];
+            d.group = net.groups()[g].name;
+            d.size = groups_[g].size();
+            d.sparsity = plan.sparsity[g];
+            d.pressure = plan.pressure[g];
+            d.ratio = plan.ratio[g];
+            d.target = plan.count[g];
+            d.pruned = groups_[g].pruned_count();
+            d.newly_pruned = static_cast<index>(updates[g].newly_pruned.size());
+            d.restored = static_cast<index>(updates[g].restored.size());
+            d.released = static_cast<index>(updates[g].released.size());
+            d.protected_count = static_cast<index>(shielded[g].size());
+            if constexpr (requires { protect_.pulses(g); }) d.pulses = protect_.pulses(g);
+        }
+
+        if constexpr (requires { criterion_.after_step(); }) criterion_.after_step();
+        if constexpr (requires { protect_.after_step(); }) protect_.after_step();
+        ++steps_;
+        since_step_ = 0;
+        log_.push_back(std::move(entry));
+        return log_.back();
+    }
+
+    /// After each optimizer step: hold gated / hard-pruned channels.
+    void after_update(const Net& net) {
+        ensure_bound(net);
+        reconstruct_.after_update(net, std::span<const group_state>(groups_), snapshots_);
+    }
+
+    /// The final keep-lists and per-layer widths (does not change masks).
+    pruning_result finalize(const Net& net) {
+        ensure_bound(net);
+        if constexpr (requires { reconstruct_.finish(net, std::span<const group_state>(groups_), snapshots_); })
+            reconstruct_.finish(net, std::span<const group_state>(groups_), snapshots_);
+        pruning_result r;
+        std::vector<index> kept(groups_.size()), full(groups_.size());
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            group_keep k{net.groups()[g].name, groups_[g].size(), {}};
+            for (std::size_t c = 0; c < groups_[g].pruned.size(); ++c)
+                if (!groups_[g].pruned[c]) k.kept.push_back(static_cast<index>(c));
+            kept[g] = static_cast<index>(k.kept.size());
+            full[g] = groups_[g].size();
+            r.groups.push_back(std::move(k));
+        }
+        r.layers = costs_.widths(kept);
+        r.before = costs_.evaluate(full);
+        r.after = costs_.evaluate(kept);
+        return r;
+    }
+
+    /// Everything a resumed run needs to decide identically (CBOR bytes).
+    std::vector<std::uint8_t> state() const {
+        if (!bound_) detail::fail("psap::pruner::state: the pruner is not bound to a network yet");
+        nlohmann::json j;
+        j["format"] = state_format;
+        j["version"] = state_version;
+        j["fingerprint"] = fingerprint_;
+        j["steps"] = steps_;
+        j["iteration"] = iteration_;
+        j["since_step"] = since_step_;
+        for (const auto& g : groups_)
+            j["groups"].push_back({{"pruned", nlohmann::json::binary(std::vector<std::uint8_t>(g.pruned))},
+                                   {"ratio", g.ratio},
+                                   {"budget", g.budget}});
+        save_policy(j["schedule"], schedule_);
+        save_policy(j["criterion"], criterion_);
+        save_policy(j["protect"], protect_);
+        save_policy(j["reconstruct"], reconstruct_);
+        j["snapshots"] = save_snapshots();
+        j["log"] = log_;
+        return nlohmann::json::to_cbor(j);
+    }
+
+    /// Restores state() output. The network must have the same structure.
+    void load_state(const Net& net, std::span<const std::uint8_t> blob) {
+        bind(net);
+        const nlohmann::json j = parse_state(blob, fingerprint_, groups_.size());
+        steps_ = j.at("steps").get<index>();
+        iteration_ = j.at("iteration").get<index>();
+        since_step_ = j.at("since_step").get<index>();
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            const auto& jg = j.at("groups").at(g);
+            const auto& bytes = jg.at("pruned").get_binary();
+            if (bytes.size() != groups_[g].pruned.size())
+                detail::fail("psap::pruner::load_state: group '", net.groups()[g].name, "' has ", groups_[g].pruned.size(),
+                             " channels, the state has ", bytes.size());
+            groups_[g].pruned.assign(bytes.begin(), bytes.end());
+            groups_[g].ratio = jg.at("ratio").get<double>();
+            groups_[g].budget = jg.at("budget").get<double>();
+        }
+        load_policy(j.at("schedule"), schedule_);
+        load_policy(j.at("criterion"), criterion_);
+        load_policy(j.at("protect"), protect_);
+        load_policy(j.at("reconstruct"), reconstruct_);
+        load_snapshots(j.at("snapshots"));
+        log_ = j.at("log").get<std::vector<step_log>>();
+    }
+
+    /// Combine observe() statistics across data-parallel workers at each step.
+    void set_all_reduce(all_reduce_fn f) { reduce_ = std::move(f); }
+
+    std::span<const group_state> groups() const noexcept { return groups_; }
+    const std::vector<step_log>& log() const noexcept { return log_; }
+    const pruner_options& options() const noexcept { return options_; }
+    const cost_model& costs() const noexcept { return costs_; }
+    index steps_taken() const noexcept { return steps_; }
+    Schedule& schedule() noexcept { return schedule_; }
+    Criterion& criterion() noexcept { return criterion_; }
+    Protect& protector() noexcept { return protect_; }
+    Reconstruct& reconstructor() noexcept { return reconstruct_; }
+
+private:
+    void ensure_bound(const Net& net) {
+        if (!bound_) bind(net);
+    }
+
+    /// Lowest scores first (ties by index) among channels neither shielded nor restored.
+    void select(const Net& net, std::size_t g, index q, const std::vector<double>& score, const std::vector<index>& restored,
+                const std::vector<index>& shielded, group_update& u, step_log& entry) const {
+        const auto& st = groups_[g];
+        const auto size = static_cast<std::size_t>(st.size());
+        std::vector<std::uint8_t> excluded(size, 0), shield(size, 0);
+        for (index c : restored) excluded[static_cast<std::size_t>(c)] = 1;
+        for (index c : shielded) {
+            if (c < 0 || static_cast<std::size_t>(c) >= size || st.pruned[static_cast<std::size_t>(c)] || excluded[static_cast<std::size_t>(c)])
+                detail::fail("psap::pruner: the protector shielded channel ", c, " of group '", net.groups()[g].name,
+                             "', which is not an active channel");
+            shield[static_cast<std::size_t>(c)] = 1;
+        }
+        auto order = [&](bool honour_shield) {
+            std::vector<index> cand;
+            for (std::size_t c = 0; c < size; ++c)
+                if (!excluded[c] && !(honour_shield && shield[c])) cand.push_back(static_cast<index>(c));
+            std::stable_sort(cand.begin(), cand.end(), [&](index a, index b) {
+                return score[static_cast<std::size_t>(a)] < score[static_cast<std::size_t>(b)];
+            });
+            return cand;
+        };
+        auto cand = order(true);
+        if (static_cast<index>(cand.size()) < q)
+            detail::fail("psap::pruner: group '", net.groups()[g].name, "' has ", cand.size(), " candidates for ", q,
+                         " pruned channels; the protector shielded too many (restored + shielded must be <= size - q)");
+        std::vector<std::uint8_t> now(size, 0);
+        for (index k = 0; k < q; ++k) now[static_cast<std::size_t>(cand[static_cast<std::size_t>(k)])] = 1;
+        if (!shielded.empty()) {
+            auto unshielded = order(false);
+            index eff = 0;
+            for (index k = 0; k < q; ++k) eff += shield[static_cast<std::size_t>(unshielded[static_cast<std::size_t>(k)])];
+            entry.groups.resize(groups_.size());
+            entry.groups[g].protected_effective = eff;
+        }
+        std::vector<std::uint8_t> is_restored(size, 0);
+        for (index c : restored) is_restored[static_cast<std::size_t>(c)] = 1;
+        for (std::size_t c = 0; c < size; ++c) {
+            const auto ci = static_cast<index>(c);
+            if (now[c]) u.pruned.push_back(ci);
+            if (now[c] && !st.pruned[c]) u.newly_pruned.push_back(ci);
+            if (is_restored[c]) u.restored.push_back(ci);
+            if (st.pruned[c] && !now[c] && !is_restored[c]) u.released.push_back(ci);
+        }
+    }
+
+    void check_scores(const Net& net, const std::vector<std::vector<double>>& scores) const {
+        for (std::size_t g = 0; g < scores.size(); ++g)
+            for (std::size_t c = 0; c < scores[g].size(); ++c)
+                if (!std::isfinite(scores[g][c]))
+                    detail::fail("psap::pruner: the criterion scored channel ", c, " of group '", net.groups()[g].name, "' as ",
+                                 scores[g][c], "; check the weights and gradients of the group's layers for NaN/Inf");
+    }
+
+    void check_weights(const Net& net) const {
+        using B = backend_t<typename Net::memory_type>;
+        for (const auto& l : net.layers()) {
+            if (l.has_weight()) {
+                const index r = B::first_nonfinite_row(l.weight);
+                if (r >= 0)
+                    detail::fail("psap: layer '", l.name, "' has a NaN or Inf weight in filter ", r,
+                                 "; training diverged (lower the learning rate) or the weights were not initialised");
+            }
+            if (l.bn) {
+                for (const auto* v : {&l.bn->gamma, &l.bn->beta}) {
+                    const index i = B::first_nonfinite(*v);
+                    if (i >= 0)
+                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", v == &l.bn->gamma ? "gamma" : "beta",
+                                     " at channel ", i, "; training diverged");
+                }
+            }
+        }
+    }
+
+    void check_gradients(const Net& net) const {
+        using B = backend_t<typename Net::memory_type>;
+        for (const auto& g : net.groups())
+            for (const auto& m : g.members) {
+                const auto& l = net.layers()[static_cast<std::size_t>(m.layer)];
+                if (l.bn) {
+                    for (const auto* v : {&l.bn->grad_gamma, &l.bn->grad_beta, &l.bn->gate_grad}) {
+                        const index i = v->empty() ? -1 : B::first_nonfinite(*v);
+                        if (i >= 0)
+                            detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm gradient at channel ", i,
+                                         "; the loss diverged (lower the learning rate, check the data)");
+                    }
+                } else if (!l.grad.empty()) {
+                    const index r = B::first_nonfinite_row(l.grad);
+                    if (r >= 0)
+                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf gradient in filter ", r,
+                                     "; the loss diverged (lower the learning rate, check the data)");
+                }
+            }
+    }
+
+    template <class P>
+    static void save_policy(nlohmann::json& j, const P& p) {
+        j = nlohmann::json::object();
+        if constexpr (requires { p.save(j); }) p.save(j);
+    }
+    template <class P>
+    static void load_policy(const nlohmann::json& j, P& p) {
+        if constexpr (requires { p.load(j); }) p.load(j);
+    }
+
+    nlohmann::json save_snapshots() const {
+        nlohmann::json arr = nlohmann::json::array();
+        const_cast<snapshot_store<Net>&>(snapshots_).visit_buffers([&](const auto& buf) { arr.push_back(to_binary(buf)); });
+        return arr;
+    }
+    void load_snapshots(const nlohmann::json& arr) {
+        std::size_t i = 0;
+        snapshots_.visit_buffers([&](auto& buf) {
+            if (i >= arr.size()) detail::fail("psap::pruner::load_state: the state holds fewer snapshot buffers than the network needs");
+            from_binary(arr[i++].get_binary(), buf);
+        });
+        if (i != arr.size()) detail::fail("psap::pruner::load_state: the state holds more snapshot buffers than the network needs");
+    }
+    template <class Buf>
+    static nlohmann::json to_binary(const Buf& buf) {
+        using V = typename Buf::value_type;
+        std::vector<std::uint8_t> bytes(buf.size() * sizeof(V));
+        if constexpr (requires { backend_t<typename Net::memory_type>::to_host(buf, bytes.data()); })
+            backend_t<typename Net::memory_type>::to_host(buf, bytes.data());
+        else if (!bytes.empty())
+            std::memcpy(bytes.data(), buf.data(), bytes.size());
+        return nlohmann::json::binary(std::move(bytes));
+    }
+    template <class Buf>
+    static void from_binary(const std::vector<std::uint8_t>& bytes, Buf& buf) {
+        using V = typename Buf::value_type;
+        if (bytes.size() != buf.size() * sizeof(V))
+            detail::fail("psap::pruner::load_state: a snapshot buffer holds ", bytes.size(), " bytes, the network needs ",
+                         buf.size() * sizeof(V));
+        if constexpr (requires { backend_t<typename Net::memory_type>::from_host(bytes.data(), buf); })
+            backend_t<typename Net::memory_type>::from_host(bytes.data(), buf);
+        else if (!bytes.empty())
+            std::memcpy(buf.data(), bytes.data(), bytes.size());
+    }
+
+    pruner_options options_{};
+    Schedule schedule_{};
+    Criterion criterion_{};
+    Protect protect_{};
+    Reconstruct reconstruct_{};
+    cost_model costs_{};
+    std::uint64_t fingerprint_ = 0;
+    std::vector<group_state> groups_;
+    snapshot_store<Net> snapshots_;
+    std::vector<step_log> log_;
+    all_reduce_fn reduce_;
+    index steps_ = 0, iteration_ = 0, since_step_ = 0;
+    bool bound_ = false;
+};
+
+}  // namespace psap

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite:
+#   1. g++ Release build with -Werror, every test (CTest);
+#   2. clang++ build with AddressSanitizer + UndefinedBehaviorSanitizer, every
+#      test except the long-running ones (label "slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --python
+export PATH="$PWD/.venv/bin:$PATH"   # python3 with safetensors/onnxruntime for interop tests
+jobs=$(nproc)
+
+echo "== g++ $(g++ -dumpversion), Release, -Werror"
+cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DPSAP_WERROR=ON >/dev/null
+cmake --build build/gcc -j "$jobs"
+ctest --test-dir build/gcc --output-on-failure -j "$jobs"
+
+echo "== clang++ $(clang++ -dumpversion), ASan + UBSan"
+cmake -S . -B build/clang-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+      -DPSAP_WERROR=ON -DPSAP_SANITIZE=ON -DPSAP_BUILD_BENCHMARKS=OFF -DPSAP_ENABLE_CUDA=OFF >/dev/null
+cmake --build build/clang-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/clang-asan --output-on-failure -j "$jobs" -LE slow
+echo "== all tests passed"

@@ -1,0 +1,381 @@
+// Host launchers of psap's CUDA backend (declared in psap/backend/cuda/launch.hpp).
+// Arguments are checked on the host before any CUDA call; CUDA errors come
+// back as psap::cuda::status values, never as exceptions.
+#include <psap/backend/cuda/kernels.cuh>
+#include <psap/backend/cuda/launch.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace psap::cuda {
+
+namespace {
+
+namespace k = kernels;
+
+std::string prefix(const char* op) { return std::string("psap::cuda::") + op + ": "; }
+
+status cuda_failure(const char* op, cudaError_t e, const std::string& during) {
+    return {e, prefix(op) + during + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")"};
+}
+
+status invalid(const char* op, const std::string& what) { return {cudaErrorInvalidValue, prefix(op) + what}; }
+
+template <class T>
+k::mat<T> arg(matrix_view<T, device_memory> w) {
+    return {w.data(), w.rows(), w.cols(), w.row_stride(), w.col_stride()};
+}
+template <class T>
+k::vec<T> arg(vector_view<T, device_memory> v) {
+    return {v.data(), v.size(), v.stride()};
+}
+
+/// Blocks of a grid-stride elementwise launch over n elements.
+unsigned elementwise_blocks(index n) {
+    const index b = (n + k::elementwise_threads - 1) / k::elementwise_threads;
+    return static_cast<unsigned>(std::clamp<index>(b, 1, 8192));
+}
+
+/// Blocks of a row-reduction launch over n rows (or pairs); 0 when too many.
+unsigned reduction_blocks(index n) {
+    const index b = (n + k::rows_per_block - 1) / k::rows_per_block;
+    return b <= INT_MAX ? static_cast<unsigned>(b) : 0u;
+}
+
+/// Stream-ordered device scratch memory from the device's default memory pool
+/// (cudaMallocAsync), or plain cudaMalloc where memory pools are unsupported.
+class scratch {
+public:
+    scratch(std::size_t bytes, cudaStream_t s) : stream_(s) {
+        if (bytes == 0) return;
+        error_ = cudaMallocAsync(&ptr_, bytes, s);
+        if (error_ == cudaErrorNotSupported) {
+            (void)cudaGetLastError();
+            async_ = false;
+            error_ = cudaMalloc(&ptr_, bytes);
+        }
+        if (error_ != cudaSuccess) ptr_ = nullptr;
+    }
+    ~scratch() {
+        if (!ptr_) return;
+        if (async_) {
+            (void)cudaFreeAsync(ptr_, stream_);
+        } else {
+            (void)cudaStreamSynchronize(stream_);
+            (void)cudaFree(ptr_);
+        }
+    }
+    scratch(const scratch&) = delete;
+    scratch& operator=(const scratch&) = delete;
+
+    cudaError_t error() const noexcept { return error_; }
+    template <class U>
+    U* as() const noexcept {
+        return static_cast<U*>(ptr_);
+    }
+
+private:
+    void* ptr_ = nullptr;
+    cudaStream_t stream_;
+    cudaError_t error_ = cudaSuccess;
+    bool async_ = true;
+};
+
+/// Checks a host index list against [0, bound); with `distinct`, rejects repeats.
+status check_list(const char* op, const char* what, const index* list, index count, index bound, bool distinct) {
+    if (count < 0) return invalid(op, std::string("negative ") + what + " count " + std::to_string(count));
+    if (count > 0 && list == nullptr) return invalid(op, std::string("null ") + what + " list of " + std::to_string(count) + " entries");
+    std::vector<std::uint8_t> seen(distinct ? static_cast<std::size_t>(bound) : 0, 0);
+    for (index k = 0; k < count; ++k) {
+        const index r = list[k];
+        if (r < 0 || r >= bound)
+            return invalid(op, std::string(what) + " " + std::to_string(r) + " (entry " + std::to_string(k) + " of the list) is outside [0, " +
+                                   std::to_string(bound) + ")");
+        if (distinct) {
+            if (seen[static_cast<std::size_t>(r)])
+                return invalid(op, std::string(what) + " " + std::to_string(r) + " is listed twice; the list must hold distinct " + what +
+                                       "s");
+            seen[static_cast<std::size_t>(r)] = 1;
+        }
+    }
+    return {};
+}
+
+/// Copies a checked host index list to device scratch memory on `s`.
+status stage_list(const char* op, const index* list, index count, scratch& dev, cudaStream_t s) {
+    if (dev.error() != cudaSuccess) return cuda_failure(op, dev.error(), "allocating the index list");
+    const cudaError_t e = cudaMemcpyAsync(dev.as<index>(), list, static_cast<std::size_t>(count) * sizeof(index), cudaMemcpyHostToDevice, s);
+    return e == cudaSuccess ? status{} : cuda_failure(op, e, "copying the index list to the device");
+}
+
+status after_launch(const char* op) {
+    const cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? status{} : cuda_failure(op, e, "kernel launch");
+}
+
+/// Copies `count` results from device scratch to host memory and waits for the stream.
+template <class U>
+status fetch(const char* op, U* host, const U* dev, index count, cudaStream_t s) {
+    if (auto st = after_launch(op); !st) return st;
+    cudaError_t e = cudaMemcpyAsync(host, dev, static_cast<std::size_t>(count) * sizeof(U), cudaMemcpyDeviceToHost, s);
+    if (e != cudaSuccess) return cuda_failure(op, e, "copying the result to the host");
+    e = cudaStreamSynchronize(s);
+    return e == cudaSuccess ? status{} : cuda_failure(op, e, "kernel execution");
+}
+
+status check_out(const char* op, const void* out, index count) {
+    if (count > 0 && out == nullptr) return invalid(op, "null host output for " + std::to_string(count) + " values");
+    return {};
+}
+
+std::string shape(index r, index c) { return std::to_string(r) + "x" + std::to_string(c); }
+
+/// Row reductions: 32 rows per 256-thread block (kernels.cuh).
+template <class T, class Launch>
+status reduce_rows(const char* op, index rows, double* out_host, cudaStream_t s, Launch launch) {
+    if (auto st = check_out(op, out_host, rows); !st) return st;
+    if (rows == 0) return {};
+    const unsigned blocks = reduction_blocks(rows);
+    if (blocks == 0) return invalid(op, std::to_string(rows) + " rows need more than 2^31 blocks");
+    scratch out(static_cast<std::size_t>(rows) * sizeof(double), s);
+    if (out.error() != cudaSuccess) return cuda_failure(op, out.error(), "allocating the result");
+    launch(blocks, out.template as<double>());
+    return fetch(op, out_host, out.template as<double>(), rows, s);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ reductions
+
+template <class T>
+status row_reduce(dmatrix<const T> w, row_op op, double* out_host, cudaStream_t s) {
+    const char* name = op == row_op::square ? "row_sq_norms" : "row_abs_sums";
+    return reduce_rows<T>(name, w.rows(), out_host, s, [&](unsigned blocks, double* out) {
+        if (op == row_op::square)
+            k::row_reduce_kernel<<<blocks, k::block_threads, 0, s>>>(arg(w), reduce::square{}, out);
+        else
+            k::row_reduce_kernel<<<blocks, k::block_threads, 0, s>>>(arg(w), reduce::absolute{}, out);
+    });
+}
+
+template <class T>
+status row_dots(dmatrix<const T> a, dmatrix<const T> b, double* out_host, cudaStream_t s) {
+    if (a.rows() != b.rows() || a.cols() != b.cols())
+        return invalid("row_dots", "shapes " + shape(a.rows(), a.cols()) + " and " + shape(b.rows(), b.cols()) + " differ");
+    return reduce_rows<T>("row_dots", a.rows(), out_host, s, [&](unsigned blocks, double* out) {
+        k::row_dots_kernel<<<blocks, k::block_threads, 0, s>>>(arg(a), arg(b), out);
+    });
+}
+
+template <class T>
+status pairwise_sq_distances(dmatrix<const T> w, double* out_host, cudaStream_t s) {
+    const index n = w.rows();
+    return reduce_rows<T>("pairwise_sq_distances", n * n, out_host, s, [&](unsigned blocks, double* out) {
+        k::pairwise_kernel<<<blocks, k::block_threads, 0, s>>>(arg(w), out);
+    });
+}
+
+template <class T>
+status row_count_below(dmatrix<const T> w, double threshold, double* out_host, cudaStream_t s) {
+    return reduce_rows<T>("row_count_below", w.rows(), out_host, s, [&](unsigned blocks, double* out) {
+        k::count_below_kernel<<<blocks, k::block_threads, 0, s>>>(arg(w), threshold, out);
+    });
+}
+
+template <class T>
+status read(dvector<const T> v, double* out_host, cudaStream_t s) {
+    const char* op = "read";
+    if (auto st = check_out(op, out_host, v.size()); !st) return st;
+    if (v.size() == 0) return {};
+    scratch out(static_cast<std::size_t>(v.size()) * sizeof(double), s);
+    if (out.error() != cudaSuccess) return cuda_failure(op, out.error(), "allocating the result");
+    k::read_kernel<<<elementwise_blocks(v.size()), k::elementwise_threads, 0, s>>>(arg(v), out.as<double>());
+    return fetch(op, out_host, out.as<double>(), v.size(), s);
+}
+
+namespace {
+template <class Launch>
+status first_index(const char* op, index n, index* result_host, cudaStream_t s, Launch launch) {
+    if (result_host == nullptr) return invalid(op, "null host output");
+    *result_host = -1;
+    if (n == 0) return {};
+    scratch first(sizeof(unsigned long long), s);
+    if (first.error() != cudaSuccess) return cuda_failure(op, first.error(), "allocating the result");
+    if (const cudaError_t e = cudaMemsetAsync(first.as<unsigned long long>(), 0xff, sizeof(unsigned long long), s); e != cudaSuccess)
+        return cuda_failure(op, e, "initialising the result");
+    launch(first.as<unsigned long long>());
+    unsigned long long r = ~0ull;
+    if (auto st = fetch(op, &r, first.as<unsigned long long>(), 1, s); !st) return st;
+    if (r != ~0ull) *result_host = static_cast<index>(r);
+    return {};
+}
+}  // namespace
+
+template <class T>
+status first_nonfinite_row(dmatrix<const T> w, index* row_host, cudaStream_t s) {
+    return first_index("first_nonfinite_row", w.rows() * w.cols(), row_host, s, [&](unsigned long long* first) {
+        k::first_nonfinite_row_kernel<<<elementwise_blocks(w.rows() * w.cols()), k::elementwise_threads, 0, s>>>(arg(w), first);
+    });
+}
+
+template <class T>
+status first_nonfinite(dvector<const T> v, index* entry_host, cudaStream_t s) {
+    return first_index("first_nonfinite", v.size(), entry_host, s, [&](unsigned long long* first) {
+        k::first_nonfinite_kernel<<<elementwise_blocks(v.size()), k::elementwise_threads, 0, s>>>(arg(v), first);
+    });
+}
+
+// ------------------------------------------------------------------ writes
+
+namespace {
+/// Checks and stages an index list, then launches `launch(device_list)`; enqueued, not waited for.
+template <class Launch>
+status with_list(const char* op, const char* what, const index* list, index count, index bound, bool distinct, cudaStream_t s,
+                 Launch launch) {
+    if (auto st = check_list(op, what, list, count, bound, distinct); !st) return st;
+    if (count == 0) return {};
+    scratch dev(static_cast<std::size_t>(count) * sizeof(index), s);
+    if (auto st = stage_list(op, list, count, dev, s); !st) return st;
+    launch(static_cast<const index*>(dev.as<index>()));
+    return after_launch(op);
+}
+}  // namespace
+
+template <class T>
+status set_entries(dvector<T> v, const index* which, index count, T value, cudaStream_t s) {
+    return with_list("set_entries", "entry", which, count, v.size(), false, s, [&](const index* dev) {
+        k::set_entries_kernel<<<elementwise_blocks(count), k::elementwise_threads, 0, s>>>(arg(v), dev, count, value);
+    });
+}
+
+template <class T>
+status scale_entries(dvector<T> v, const index* which, index count, T factor, cudaStream_t s) {
+    return with_list("scale_entries", "entry", which, count, v.size(), true, s, [&](const index* dev) {
+        k::scale_entries_kernel<<<elementwise_blocks(count), k::elementwise_threads, 0, s>>>(arg(v), dev, count, factor);
+    });
+}
+
+template <class T>
+status add_scaled_sign(dvector<T> grad, dvector<const T> value, T lambda, cudaStream_t s) {
+    if (grad.size() != value.size())
+        return invalid("add_scaled_sign", "sizes " + std::to_string(grad.size()) + " and " + std::to_string(value.size()) + " differ");
+    if (grad.size() == 0) return {};
+    k::add_scaled_sign_kernel<<<elementwise_blocks(grad.size()), k::elementwise_threads, 0, s>>>(arg(grad), arg(value), lambda);
+    return after_launch("add_scaled_sign");
+}
+
+template <class T>
+status zero_rows(dmatrix<T> w, const index* rows, index count, cudaStream_t s) {
+    return with_list("zero_rows", "row", rows, count, w.rows(), false, s, [&](const index* dev) {
+        if (w.cols() > 0)
+            k::zero_rows_kernel<<<elementwise_blocks(count * w.cols()), k::elementwise_threads, 0, s>>>(arg(w), dev, count);
+    });
+}
+
+template <class T>
+status scale_rows(dmatrix<T> w, const index* rows, index count, T factor, cudaStream_t s) {
+    return with_list("scale_rows", "row", rows, count, w.rows(), true, s, [&](const index* dev) {
+        if (w.cols() > 0)
+            k::scale_rows_kernel<<<elementwise_blocks(count * w.cols()), k::elementwise_threads, 0, s>>>(arg(w), dev, count, factor);
+    });
+}
+
+template <class T>
+status copy_rows(dmatrix<const T> src, dmatrix<T> dst, const index* rows, index count, cudaStream_t s) {
+    if (src.rows() != dst.rows() || src.cols() != dst.cols())
+        return invalid("copy_rows", "shapes " + shape(src.rows(), src.cols()) + " and " + shape(dst.rows(), dst.cols()) + " differ");
+    return with_list("copy_rows", "row", rows, count, src.rows(), false, s, [&](const index* dev) {
+        if (src.cols() > 0)
+            k::copy_rows_kernel<<<elementwise_blocks(count * src.cols()), k::elementwise_threads, 0, s>>>(arg(src), arg(dst), dev, count);
+    });
+}
+
+template <class T>
+status copy_entries(dvector<const T> src, dvector<T> dst, const index* which, index count, cudaStream_t s) {
+    if (src.size() != dst.size())
+        return invalid("copy_entries", "sizes " + std::to_string(src.size()) + " and " + std::to_string(dst.size()) + " differ");
+    return with_list("copy_entries", "entry", which, count, src.size(), false, s, [&](const index* dev) {
+        k::copy_entries_kernel<<<elementwise_blocks(count), k::elementwise_threads, 0, s>>>(arg(src), arg(dst), dev, count);
+    });
+}
+
+// ------------------------------------------------------------------ memory
+
+status allocate_zeroed(void** ptr, std::size_t bytes, cudaStream_t s) {
+    const char* op = "allocate_zeroed";
+    if (ptr == nullptr) return invalid(op, "null output pointer");
+    *ptr = nullptr;
+    if (bytes == 0) return {};
+    void* p = nullptr;
+    if (const cudaError_t e = cudaMalloc(&p, bytes); e != cudaSuccess)
+        return cuda_failure(op, e, "cudaMalloc of " + std::to_string(bytes) + " bytes");
+    cudaError_t e = cudaMemsetAsync(p, 0, bytes, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) {
+        (void)cudaFree(p);
+        return cuda_failure(op, e, "zeroing");
+    }
+    *ptr = p;
+    return {};
+}
+
+status deallocate(void* ptr) noexcept {
+    if (ptr == nullptr) return {};
+    const cudaError_t e = cudaFree(ptr);
+    // At exit the runtime may be unloaded before static objects free their memory.
+    if (e == cudaSuccess || e == cudaErrorCudartUnloading) return {};
+    return {e, std::string("psap::cuda::deallocate: cudaFree failed: ") + cudaGetErrorName(e)};
+}
+
+namespace {
+status copy(const char* op, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+    if (bytes == 0) return {};
+    if (dst == nullptr || src == nullptr) return invalid(op, "null pointer for " + std::to_string(bytes) + " bytes");
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, s);
+    if (e != cudaSuccess) return cuda_failure(op, e, "cudaMemcpyAsync");
+    e = cudaStreamSynchronize(s);
+    return e == cudaSuccess ? status{} : cuda_failure(op, e, "cudaStreamSynchronize");
+}
+}  // namespace
+
+status copy_device(void* dst, const void* src, std::size_t bytes, cudaStream_t s) {
+    return copy("copy_device", dst, src, bytes, cudaMemcpyDeviceToDevice, s);
+}
+status copy_to_host(void* dst_host, const void* src, std::size_t bytes, cudaStream_t s) {
+    return copy("copy_to_host", dst_host, src, bytes, cudaMemcpyDeviceToHost, s);
+}
+status copy_from_host(void* dst, const void* src_host, std::size_t bytes, cudaStream_t s) {
+    return copy("copy_from_host", dst, src_host, bytes, cudaMemcpyHostToDevice, s);
+}
+status synchronize(cudaStream_t s) {
+    const cudaError_t e = cudaStreamSynchronize(s);
+    return e == cudaSuccess ? status{} : cuda_failure("synchronize", e, "cudaStreamSynchronize");
+}
+
+// ------------------------------------------------------------------ instantiations
+
+#define PSAP_CUDA_INSTANTIATE(T)                                                                                 \
+    template status row_reduce<T>(dmatrix<const T>, row_op, double*, cudaStream_t);                              \
+    template status row_dots<T>(dmatrix<const T>, dmatrix<const T>, double*, cudaStream_t);                      \
+    template status pairwise_sq_distances<T>(dmatrix<const T>, double*, cudaStream_t);                           \
+    template status read<T>(dvector<const T>, double*, cudaStream_t);                                            \
+    template status row_count_below<T>(dmatrix<const T>, double, double*, cudaStream_t);                         \
+    template status first_nonfinite_row<T>(dmatrix<const T>, index*, cudaStream_t);                              \
+    template status first_nonfinite<T>(dvector<const T>, index*, cudaStream_t);                                  \
+    template status set_entries<T>(dvector<T>, const index*, index, T, cudaStream_t);                            \
+    template status scale_entries<T>(dvector<T>, const index*, index, T, cudaStream_t);                          \
+    template status add_scaled_sign<T>(dvector<T>, dvector<const T>, T, cudaStream_t);                           \
+    template status zero_rows<T>(dmatrix<T>, const index*, index, cudaStream_t);                                 \
+    template status scale_rows<T>(dmatrix<T>, const index*, index, T, cudaStream_t);                             \
+    template status copy_rows<T>(dmatrix<const T>, dmatrix<T>, const index*, index, cudaStream_t);               \
+    template status copy_entries<T>(dvector<const T>, dvector<T>, const index*, index, cudaStream_t);
+
+PSAP_CUDA_INSTANTIATE(float)
+PSAP_CUDA_INSTANTIATE(double)
+
+#undef PSAP_CUDA_INSTANTIATE
+
+}  // namespace psap::cuda

@@ -123,6 +123,13 @@ std::size_t remove_stale_temporaries(const std::filesystem::path& target) {
   return removed;
 }
 
+std::string quoted(const std::filesystem::path& p) {
+  std::string s = "'";
+  s += p.string();
+  s += '\'';
+  return s;
+}
+
 std::vector<std::uint8_t> read_whole_file(const std::filesystem::path& path) {
   fd_guard fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   if (fd.fd < 0) fail("cannot open", path, errno);

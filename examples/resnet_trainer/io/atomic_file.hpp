@@ -57,6 +57,10 @@ void write_file_atomic(const std::filesystem::path& target, std::span<const std:
 // when no other process writes `target`.
 std::size_t remove_stale_temporaries(const std::filesystem::path& target);
 
+// "'path'" for messages (built by append: GCC 12's -Wrestrict misfires on
+// "literal" + std::string temporaries at -O3).
+[[nodiscard]] std::string quoted(const std::filesystem::path& p);
+
 // Whole file as bytes (io_error naming the file when it cannot be read).
 [[nodiscard]] std::vector<std::uint8_t> read_whole_file(const std::filesystem::path& path);
 

@@ -296,7 +296,7 @@ void save_safetensors(const std::filesystem::path& path, const tensor_archive& a
 
 tensor_archive load_safetensors(const std::filesystem::path& path) {
   const std::vector<std::uint8_t> bytes = read_whole_file(path);
-  return parse_safetensors(bytes, std::string("'") + path.string() + "'");
+  return parse_safetensors(bytes, quoted(path));
 }
 
 }  // namespace trainer

@@ -1,0 +1,85 @@
+// The psap-train subcommands as functions: main.cpp only parses the command
+// line into these structures. A later `prune` subcommand reuses
+// prepare_run() and train_loop() and adds its hooks.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/checkpoint.hpp"
+#include "cli/progress.hpp"
+#include "cli/train_loop.hpp"
+#include "data/registry.hpp"
+
+namespace trainer {
+
+// A wrong option value or combination; main prints it and exits with 2.
+class usage_error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+// Options that change how a run executes but not the weights it produces.
+struct runtime_options {
+  std::filesystem::path output = "runs/train";
+  std::filesystem::path data_dir;         // empty: the data set's default (or the checkpoint's)
+  std::filesystem::path init_checkpoint;  // start from these weights (fresh optimizer and counters)
+  bool resume = false;                    // continue <output>/last.safetensors
+  int threads = 0;                        // OpenMP threads, 0: the runtime's default
+  progress_mode progress = progress_mode::automatic;
+  std::size_t eval_batch_size = 500;
+  std::FILE* log = stderr;
+};
+
+// The settings that determine a run's result, as a flat JSON object whose
+// keys are the long option names without dashes (model, shortcut, data,
+// train_subset, test_subset, standard_stats, recipe, epochs, iterations,
+// batch_size, lr, momentum, nesterov, weight_decay, schedule, schedule_unit,
+// milestones, gamma, step_size, warmup, warmup_start, min_lr, pad, flip,
+// seed). `given` holds only what the user set; the rest comes from the
+// recipe and the data set. `train_images` is the training-set size after
+// subsetting (an iteration-based recipe needs it to count epochs).
+[[nodiscard]] nlohmann::json resolve_settings(const nlohmann::json& given, std::size_t train_images);
+
+// Data options (name, subsets, statistics) of given/resolved settings.
+[[nodiscard]] data_options data_options_from(const nlohmann::json& settings, const std::filesystem::path& dir);
+
+// The network the settings ask for, sized for the data set.
+[[nodiscard]] nlohmann::json model_config_from(const nlohmann::json& settings, const dataset& train);
+
+// Everything train_loop() needs, built from settings for a data set.
+struct run_plan {
+  nlohmann::json settings;
+  loop_config loop;
+  sgd_options sgd;
+  std::uint64_t seed = 0;
+};
+[[nodiscard]] run_plan plan_from_settings(const nlohmann::json& settings, const dataset& train);
+
+// Sets the OpenMP thread count (no-op without OpenMP); returns the count in use.
+int apply_threads(int threads);
+
+// psap-train train / eval / inspect. Return the process exit code; errors
+// are thrown (data_error, io_error, checkpoint_error, training_error,
+// usage_error) and reported by main.
+int run_train(const nlohmann::json& given, const runtime_options& rt);
+
+struct eval_options {
+  std::filesystem::path checkpoint;
+  std::optional<std::string> data;  // default: the checkpoint's data set
+  std::filesystem::path data_dir;
+  std::size_t test_subset = 0;
+  std::string split = "test";
+  std::size_t batch_size = 500;
+  int threads = 0;
+};
+int run_eval(const eval_options& opt);
+
+int run_inspect(const std::filesystem::path& file, bool values);
+
+}  // namespace trainer

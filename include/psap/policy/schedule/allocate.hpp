@@ -19,8 +19,11 @@ namespace psap {
 /// Channels pruned for ratio p in a group of n: floor(p*n), kept rounded up to
 /// a multiple of `multiple`, and at least one channel kept.
 inline index pruned_count(double p, index n, index multiple = 1) {
-    // 1e-9 absorbs representation error (0.3 * 10 = 2.9999999999999996).
-    index q = static_cast<index>(std::floor(std::clamp(p, 0.0, 1.0) * static_cast<double>(n) + 1e-9));
+    // 1e-9 absorbs representation error (0.3 * 10 = 2.9999999999999996). It is added to
+    // the ratio, not to the product, so groups whose breakpoints k/n coincide (4/16 and 6/24)
+    // cross them at the same p: a tolerance on p*n would split them into a sliver of width
+    // ~1e-9 (1/16 - 1/24) in which "one common ratio" prunes 4/16 but only 5/24.
+    index q = static_cast<index>(std::floor((std::clamp(p, 0.0, 1.0) + 1e-9) * static_cast<double>(n)));
     index kept = n - q;
     if (multiple > 1) kept = std::min<index>(n, (kept + multiple - 1) / multiple * multiple);
     kept = std::max<index>(kept, 1);

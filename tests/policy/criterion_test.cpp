@@ -1,0 +1,370 @@
+// The criterion family (policy/criterion/*): hand-computed small cases per
+// criterion, a brute-force FPGM reference, and the family's conformance suite
+// (finite, non-negative, deterministic scores that leave the network alone).
+#include <psap/policy/criterion/bn_scale.hpp>
+#include <psap/policy/criterion/concept.hpp>
+#include <psap/policy/criterion/fpgm.hpp>
+#include <psap/policy/criterion/lp_norm.hpp>
+#include <psap/policy/criterion/random.hpp>
+#include <psap/policy/criterion/taylor.hpp>
+#include <psap/network/network.hpp>
+
+#include <support/model.hpp>
+#include <support/policy_harness.hpp>
+#include <support/random_net.hpp>
+#include <support/seed.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using psap::index;
+using namespace psap_test;
+using net_t = psap::network<float>;
+
+/// Two convs tied by a residual sum (a two-member group "g" of 3 channels), each
+/// 3 filters of 2 values, with batch norm (eps = 1) when `bn`.
+model_spec pair_spec(bool bn) {
+    layer_spec a{.name = "a", .out = 3, .in = 2, .kernel_area = 1, .positions = 1, .bias = false, .bn = bn};
+    layer_spec b = a;
+    b.name = "b";
+    return {{a, b}, {{"g", 3, {{"a", 0}, {"b", 0}}, {}}}};
+}
+void set_rows(owned_layer<float>& l, std::vector<std::vector<float>> rows) {
+    for (std::size_t f = 0; f < rows.size(); ++f)
+        for (std::size_t j = 0; j < rows[f].size(); ++j) l.weight(static_cast<index>(f), static_cast<index>(j)) = rows[f][j];
+}
+template <class C>
+std::vector<std::vector<double>> score_once(C& c, harness<net_t>& h) {
+    auto s = h.new_scores();
+    c.score(h.net, h.ctx(), s);
+    return s;
+}
+
+TEST_CASE("l1 and l2 norms: raw, summed over members, and BN-folded |gamma| * ||F|| / sqrt(var + eps)") {
+    model<float> m(pair_spec(true));
+    set_rows(m.layer("a"), {{3, 4}, {1, 0}, {0, -2}});
+    set_rows(m.layer("b"), {{0, 0}, {-1, 1}, {2, 2}});
+    m.layer("a").gamma = {2, -1, 0.5f};
+    m.layer("a").var = {3, 0, 8};  // sqrt(var + 1) = 2, 1, 3
+    m.layer("b").gamma = {1, 1, -3};
+    m.layer("b").var = {0, 3, 15};  // sqrt(var + 1) = 1, 2, 4
+    m.net().layer_at(0).bn->eps = 1.0;
+    m.net().layer_at(1).bn->eps = 1.0;
+    harness<net_t> h(m.net());
+
+    // raw: member a's norms + member b's norms (BN ignored)
+    psap::l1_norm l1;
+    psap::l2_norm l2;
+    auto s = score_once(l1, h)[0];
+    CHECK(s[0] == doctest::Approx(7 + 0));
+    CHECK(s[1] == doctest::Approx(1 + 2));
+    CHECK(s[2] == doctest::Approx(2 + 4));
+    s = score_once(l2, h)[0];
+    CHECK(s[0] == doctest::Approx(5 + 0));
+    CHECK(s[1] == doctest::Approx(1 + std::sqrt(2.0)));
+    CHECK(s[2] == doctest::Approx(2 + std::sqrt(8.0)));
+
+    // folded: each member's norm times its own |gamma| / sqrt(var + eps)
+    l1.fold_bn = l2.fold_bn = true;
+    s = score_once(l1, h)[0];
+    CHECK(s[0] == doctest::Approx(2.0 * 7 / 2 + 1.0 * 0 / 1));
+    CHECK(s[1] == doctest::Approx(1.0 * 1 / 1 + 1.0 * 2 / 2));
+    CHECK(s[2] == doctest::Approx(0.5 * 2 / 3 + 3.0 * 4 / 4));
+    s = score_once(l2, h)[0];
+    CHECK(s[0] == doctest::Approx(2.0 * 5 / 2));
+    CHECK(s[1] == doctest::Approx(1.0 + std::sqrt(2.0) / 2));
+    CHECK(s[2] == doctest::Approx(0.5 * 2 / 3 + 3.0 * std::sqrt(8.0) / 4));
+
+    SUBCASE("without a running-variance view the variance counts as 1") {
+        m.net().layer_at(0).bn->running_var = {};
+        m.net().layer_at(1).bn->running_var = {};
+        s = score_once(l2, h)[0];
+        const double k = 1 / std::sqrt(2.0);  // 1 / sqrt(1 + eps)
+        CHECK(s[0] == doctest::Approx(2 * 5 * k + 0));
+        CHECK(s[2] == doctest::Approx(0.5 * 2 * k + 3 * std::sqrt(8.0) * k));
+    }
+}
+
+TEST_CASE("l2 fold_bn on a group without batch norm is the raw norm") {
+    model<float> m(pair_spec(false));
+    set_rows(m.layer("a"), {{3, 4}, {0, 1}, {0, 0}});
+    harness<net_t> h(m.net());
+    psap::l2_norm l2{.fold_bn = true};
+    const auto s = score_once(l2, h)[0];
+    CHECK(s[0] == doctest::Approx(5));
+    CHECK(s[1] == doctest::Approx(1));
+    CHECK(s[2] == 0);
+}
+
+TEST_CASE("fpgm: the geometric-median distance, by hand and against a brute-force double loop") {
+    SUBCASE("three 1-D filters 0, 1, 3: distances 4, 3, 5, so the middle one is the most replaceable") {
+        layer_spec l{.name = "c", .out = 3, .in = 1};
+        model<float> m({{l}, {{"g", 3, {{"c", 0}}, {}}}});
+        set_rows(m.layer("c"), {{0}, {1}, {3}});
+        harness<net_t> h(m.net());
+        psap::fpgm f;
+        const auto s = score_once(f, h)[0];
+        CHECK(s[0] == doctest::Approx(4));
+        CHECK(s[1] == doctest::Approx(3));
+        CHECK(s[2] == doctest::Approx(5));
+    }
+    SUBCASE("random networks; multi-member groups use the concatenated filters") {
+        for (std::uint64_t k = 0; k < 10; ++k) {
+            const auto seed = psap_test::seed() + 100 + k;
+            CAPTURE(seed);
+            model<float> m(random_spec(seed, {.pair_probability = 0.6}));
+            m.fill_random(seed);
+            harness<net_t> h(m.net());
+            psap::fpgm f;
+            const auto s = score_once(f, h);
+            for (std::size_t g = 0; g < s.size(); ++g) {
+                const auto& grp = m.net().groups()[g];
+                for (index i = 0; i < grp.size; ++i) {
+                    double ref = 0;
+                    for (index j = 0; j < grp.size; ++j) {
+                        double d2 = 0;  // ||concat_m F_mi - concat_m F_mj||^2
+                        for (const auto& span : grp.members) {
+                            const auto& l = m.net().layers()[static_cast<std::size_t>(span.layer)];
+                            for (index e = 0; e < l.weight.cols(); ++e) {
+                                const double d = double(l.weight(span.offset + i, e)) - double(l.weight(span.offset + j, e));
+                                d2 += d * d;
+                            }
+                        }
+                        ref += std::sqrt(d2);
+                    }
+                    // The backend rounds each float difference to float (2^-24 relative), so
+                    // the score agrees with the double reference to ~1e-7 relative.
+                    CHECK(s[g][static_cast<std::size_t>(i)] == doctest::Approx(ref).epsilon(1e-6));
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("taylor with batch norm: (sum_m gamma dgamma + beta dbeta)^2, mean over iterations, EMA across steps") {
+    model<float> m(pair_spec(true));
+    auto& a = m.layer("a");
+    auto& b = m.layer("b");
+    a.gamma = {2, 1, 1};
+    a.beta = {1, 0, 1};
+    b.gamma = {1, 1, 1};
+    b.beta = {0, 0, 1};
+    harness<net_t> h(m.net());
+    psap::taylor t;  // momentum 0.9
+    t.bind(m.net());
+
+    // iteration 1: channel 0: a: 2*0.5 + 1*(-3) = -2, b: 1*0 + 0 = 0 -> v = -2, v^2 = 4
+    //              channel 1: a: 1*1 = 1, b: 1*(-1) = -1 -> v = 0 (members cancel before squaring)
+    //              channel 2: a: 1*1 + 1*1 = 2, b: 1*1 + 1*0 = 1 -> v = 3, v^2 = 9
+    a.ggamma = {0.5f, 1, 1};
+    a.gbeta = {-3, 0, 1};
+    b.ggamma = {0, -1, 1};
+    b.gbeta = {0, 0, 0};
+    t.observe(m.net(), h.octx());
+    // iteration 2: channel 0: a: 2*1 + 1*1 = 3 -> 9; channel 1: a: 1*2 = 2 -> 4; channel 2: 0
+    a.ggamma = {1, 2, 0};
+    a.gbeta = {1, 0, 0};
+    b.ggamma = {0, 0, 0};
+    t.observe(m.net(), h.octx());
+    auto s = score_once(t, h)[0];
+    CHECK(s[0] == doctest::Approx((4 + 9) / 2.0));
+    CHECK(s[1] == doctest::Approx((0 + 4) / 2.0));
+    CHECK(s[2] == doctest::Approx((9 + 0) / 2.0));
+    t.after_step();
+
+    // next step, one iteration: channel 0: 2*1 = 2 -> 4; channel 1: 0; channel 2: a: 1*2 -> 4
+    a.ggamma = {1, 0, 2};
+    a.gbeta = {0, 0, 0};
+    t.observe(m.net(), h.octx());
+    s = score_once(t, h)[0];
+    CHECK(s[0] == doctest::Approx(0.9 * 6.5 + 0.1 * 4));
+    CHECK(s[1] == doctest::Approx(0.9 * 2.0 + 0.1 * 0));
+    CHECK(s[2] == doctest::Approx(0.9 * 4.5 + 0.1 * 4));
+    t.after_step();
+
+    SUBCASE("momentum 0 uses each step's mean alone") {
+        psap::taylor t0;
+        t0.momentum = 0;
+        t0.bind(m.net());
+        t0.observe(m.net(), h.octx());
+        (void)score_once(t0, h);
+        t0.after_step();
+        a.ggamma = {3, 0, 0};
+        t0.observe(m.net(), h.octx());
+        s = score_once(t0, h)[0];
+        CHECK(s[0] == doctest::Approx(36));  // (2*3)^2
+    }
+    SUBCASE("scoring without observed gradients is an error that says to call observe()") {
+        CHECK_THROWS_WITH_AS(score_once(t, h), doctest::Contains("observe()"), psap::error);
+    }
+    SUBCASE("batch norm without gamma/beta gradient views is an error naming the layer") {
+        m.net().layer_at(1).bn->grad_beta = {};
+        CHECK_THROWS_WITH_AS(t.observe(m.net(), h.octx()), doctest::Contains("'b'"), psap::error);
+    }
+}
+
+TEST_CASE("taylor without batch norm: (sum_m <F, dL/dF>)^2") {
+    model<float> m(pair_spec(false));
+    set_rows(m.layer("a"), {{1, 2}, {0, 1}, {1, 1}});
+    set_rows(m.layer("b"), {{1, 0}, {1, 1}, {-1, -1}});
+    auto& a = m.layer("a");
+    auto& b = m.layer("b");
+    // grads: a rows (1,1), (3,0), (1,1); b rows (2,0), (0,1), (1,1)
+    a.gw = {1, 1, 3, 0, 1, 1};
+    b.gw = {2, 0, 0, 1, 1, 1};
+    harness<net_t> h(m.net());
+    psap::taylor t;
+    t.bind(m.net());
+    t.observe(m.net(), h.octx());
+    const auto s = score_once(t, h)[0];
+    CHECK(s[0] == doctest::Approx(std::pow(3.0 + 2.0, 2)));  // a: 1+2, b: 2
+    CHECK(s[1] == doctest::Approx(std::pow(0.0 + 1.0, 2)));  // a: 0, b: 1
+    CHECK(s[2] == doctest::Approx(0.0));                     // a: 2, b: -2
+    m.net().layer_at(0).grad = {};
+    CHECK_THROWS_WITH_AS(t.observe(m.net(), h.octx()), doctest::Contains("'a'"), psap::error);
+}
+
+TEST_CASE("bn_scale: sum of |gamma| over members; l1 adds lambda * sign(gamma) to every gamma gradient") {
+    model<float> m(pair_spec(true));
+    auto& a = m.layer("a");
+    auto& b = m.layer("b");
+    a.gamma = {0.5f, -2, 0};
+    b.gamma = {-0.25f, 1, 0};
+    harness<net_t> h(m.net());
+    psap::bn_scale c;
+    auto s = score_once(c, h)[0];
+    CHECK(s[0] == doctest::Approx(0.75));
+    CHECK(s[1] == doctest::Approx(3));
+    CHECK(s[2] == 0);
+
+    a.ggamma = {0.1f, 0.1f, 0.1f};
+    b.ggamma = {0, 0, 0};
+    c.observe(m.net(), h.octx());  // l1 = 0: no change
+    CHECK(a.ggamma == std::vector<float>{0.1f, 0.1f, 0.1f});
+    c.l1 = 0.01;
+    c.observe(m.net(), h.octx());
+    CHECK(a.ggamma[0] == doctest::Approx(0.11));
+    CHECK(a.ggamma[1] == doctest::Approx(0.09));
+    CHECK(a.ggamma[2] == doctest::Approx(0.1));  // sign(0) = 0
+    CHECK(b.ggamma[0] == doctest::Approx(-0.01));
+    CHECK(b.ggamma[1] == doctest::Approx(0.01));
+    CHECK(b.ggamma[2] == 0);
+
+    SUBCASE("a group without batch norm has no BN scale: an error naming the group") {
+        model<float> nb(pair_spec(false));
+        harness<net_t> hn(nb.net());
+        CHECK_THROWS_WITH_AS(score_once(c, hn), doctest::Contains("'g'"), psap::error);
+    }
+}
+
+TEST_CASE("random scores: deterministic per seed, different across seeds and steps, independent of group order") {
+    const auto spec = random_spec(psap_test::seed() + 7, {.split_probability = 0.8});
+    model<float> m1(spec);
+    rng r(psap_test::seed());
+    model<float> m2(spec, permutation(spec.layers.size(), r), permutation(spec.groups.size(), r));
+    harness<net_t> h1(m1.net()), h2(m2.net());
+
+    psap::random_score a{.seed = 1}, b{.seed = 2};
+    const auto s1 = score_once(a, h1), s1again = score_once(a, h1), s2 = score_once(b, h1), s1perm = score_once(a, h2);
+    CHECK(s1 == s1again);
+    std::size_t differ = 0, total = 0;
+    for (std::size_t g = 0; g < s1.size(); ++g) {
+        const auto g2 = static_cast<std::size_t>(m2.net().find_group(m1.net().groups()[g].name));
+        CHECK(s1[g] == s1perm[g2]);  // bitwise: same group name, same scores
+        for (std::size_t c = 0; c < s1[g].size(); ++c) {
+            CHECK(s1[g][c] >= 0);
+            CHECK(s1[g][c] < 1);
+            differ += s1[g][c] != s2[g][c];
+            ++total;
+        }
+    }
+    CHECK(differ == total);
+
+    // a fixed ranking for the whole run unless resample_each_step
+    h1.info.step = 5;
+    CHECK(score_once(a, h1) == s1);
+    a.resample_each_step = true;
+    const auto at5 = score_once(a, h1);
+    h1.info.step = 6;
+    CHECK(score_once(a, h1) != at5);
+}
+
+// ---------------------------------------------------------------- conformance
+// Variants with non-default settings, as types for TEST_CASE_TEMPLATE.
+struct l2_folded : psap::l2_norm {
+    l2_folded() { fold_bn = true; }
+};
+struct taylor_no_momentum : psap::taylor {
+    taylor_no_momentum() { momentum = 0; }
+};
+struct slimming_scale : psap::bn_scale {
+    slimming_scale() { l1 = 1e-4; }
+};
+struct random_resampled : psap::random_score {
+    random_resampled() {
+        seed = 99;
+        resample_each_step = true;
+    }
+};
+
+template <class C>
+constexpr bool needs_bn = std::is_base_of_v<psap::bn_scale, C>;
+
+static_assert(psap::criterion_for<psap::criterion_archetype, net_t>);
+static_assert(psap::criterion_for<psap::fpgm, net_t>);
+static_assert(psap::criterion_for<psap::taylor, net_t>);
+
+TEST_CASE_TEMPLATE("criterion contract: finite, non-negative, deterministic scores for every group; the network is left alone", C,
+                   psap::l1_norm, psap::l2_norm, l2_folded, psap::fpgm, psap::taylor, taylor_no_momentum, psap::bn_scale,
+                   slimming_scale, psap::random_score, random_resampled, psap::criterion_archetype) {
+    for (std::uint64_t k = 0; k < 8; ++k) {
+        const auto seed = psap_test::seed() + 1000 + k;
+        CAPTURE(seed);
+        random_options o;
+        o.all_bn = needs_bn<C> || k % 2 == 0;
+        model<float> m(random_spec(seed, o));
+        m.fill_random(seed);
+        model<float> before(m.spec());
+        before.copy_from(m);
+        harness<net_t> h(m.net());
+        C c1{}, c2{};
+        auto run = [&](C& c) {
+            if constexpr (requires { c.bind(m.net()); }) c.bind(m.net());
+            std::vector<std::vector<double>> out;
+            for (int step = 0; step < 2; ++step) {
+                h.info.step = step;
+                for (int it = 0; it < 3; ++it) {
+                    m.fill_grads(seed, step * 3 + it);
+                    if constexpr (requires { c.observe(m.net(), h.octx()); }) c.observe(m.net(), h.octx());
+                }
+                auto s = h.new_scores();
+                c.score(m.net(), h.ctx(), s);
+                for (std::size_t g = 0; g < s.size(); ++g) {
+                    REQUIRE(s[g].size() == static_cast<std::size_t>(m.net().groups()[g].size));
+                    for (double x : s[g]) {
+                        CHECK(std::isfinite(x));
+                        CHECK(x >= 0);
+                    }
+                }
+                if constexpr (requires { c.after_step(); }) c.after_step();
+                out.insert(out.end(), s.begin(), s.end());
+            }
+            return out;
+        };
+        const auto r1 = run(c1);
+        // bn_scale's l1 term writes gamma gradients by design; values must be untouched
+        CHECK(m.same_values(before));
+        const auto r2 = run(c2);
+        REQUIRE(r1.size() == r2.size());
+        for (std::size_t i = 0; i < r1.size(); ++i)
+            CHECK(std::memcmp(r1[i].data(), r2[i].data(), r1[i].size() * sizeof(double)) == 0);
+    }
+}
+
+}  // namespace

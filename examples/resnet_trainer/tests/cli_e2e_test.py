@@ -1,0 +1,67 @@
+"""End to end: a short psap-train run on a few hundred images must reduce
+the loss, write metrics.jsonl and checkpoints, and agree with `eval`."""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from psap_train_testlib import check, data_args, fresh_dir, read_metrics, read_safetensors, run  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--psap-train", required=True)
+    ap.add_argument("--workdir", required=True)
+    a = ap.parse_args()
+    work = fresh_dir(a.workdir)
+    exe = a.psap_train
+    out = os.path.join(work, "run")
+    data = data_args(work)
+    r = run([exe, "train", "--model", "resnet8", "--train-subset", "512", "--test-subset", "256", "--epochs", "4",
+             "--batch-size", "32", "--threads", "2", "--progress", "lines", "--output", out] + data)
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    check("epoch 1/4" in r.stderr and "epoch 4/4" in r.stderr, "no plain progress lines on a non-terminal stderr")
+
+    m = read_metrics(os.path.join(out, "metrics.jsonl"))
+    check([x["epoch"] for x in m] == [1, 2, 3, 4], "metrics epochs %s" % [x["epoch"] for x in m])
+    for key in ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s", "wall_s", "iteration"):
+        check(all(key in x for x in m), "metrics.jsonl lacks %s" % key)
+    losses = [x["train_loss"] for x in m]
+    print("train loss by epoch:", ["%.4f" % v for v in losses], " test acc:", ["%.3f" % x["test_acc"] for x in m])
+    check(losses[-1] < 0.8 * losses[0], "the training loss did not fall: %s" % losses)
+    check(m[-1]["test_acc"] > 0.3, "test accuracy %.3f is no better than chance" % m[-1]["test_acc"])
+    check(summary["test_acc"] == m[-1]["test_acc"], "stdout summary disagrees with metrics.jsonl")
+
+    for f in ("last.safetensors", "final.safetensors", "settings.json"):
+        check(os.path.exists(os.path.join(out, f)), "missing " + f)
+    meta, tensors = read_safetensors(os.path.join(out, "final.safetensors"))
+    check(meta["epoch"] == "4" and meta["iteration"] == str(4 * 16), "final checkpoint at %s/%s"
+          % (meta["epoch"], meta["iteration"]))
+    for name in ("conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "fc.weight", "fc.bias",
+                 "optim.momentum.fc.weight"):
+        check(name in tensors, "checkpoint lacks %s" % name)
+
+    # eval on the same seeded test subset reproduces the last epoch's numbers.
+    r = run([exe, "eval", os.path.join(out, "final.safetensors"), "--test-subset", "256", "--threads", "2"] +
+            (["--data"] + data[1:] if len(data) > 2 else []))
+    ev = json.loads(r.stdout)
+    check(ev["images"] == 256, "eval saw %d images" % ev["images"])
+    check(abs(ev["accuracy"] - m[-1]["test_acc"]) < 1e-12, "eval accuracy %r vs metrics %r"
+          % (ev["accuracy"], m[-1]["test_acc"]))
+
+    # Clear errors for bad input.
+    r = run([exe, "train", "--data", "fashion-mnist", os.path.join(work, "nope"), "--output",
+             os.path.join(work, "bad")], expect_rc=1)
+    check("dataset-fashion-mnist" in r.stderr and "nope" in r.stderr, "missing-data error lacks the fix")
+    run([exe, "train", "--model", "resnet21", "--output", os.path.join(work, "bad2")] + data, expect_rc=2)
+    bad = os.path.join(work, "corrupt.safetensors")
+    with open(bad, "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    r = run([exe, "eval", bad], expect_rc=1)
+    check("corrupt.safetensors" in r.stderr and "JSON" in r.stderr, "corrupt checkpoint error is unclear")
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,16 @@
 #include <span>
 #include <vector>
 
+/// PSAP_OMP(clauses) expands to `#pragma omp clauses` when the translation
+/// unit is compiled with OpenMP and to nothing otherwise, so a build without
+/// OpenMP runs single-threaded and stays free of -Wunknown-pragmas warnings.
+#if defined(_OPENMP)
+#define PSAP_OMP_PRAGMA(x) _Pragma(#x)
+#define PSAP_OMP(clauses) PSAP_OMP_PRAGMA(omp clauses)
+#else
+#define PSAP_OMP(clauses)
+#endif
+
 namespace psap {
 
 struct cpu_backend {
@@ -33,7 +43,7 @@ struct cpu_backend {
         check_rows(w.rows(), out.size(), "row_reduce");
         const index n = w.rows();
         [[maybe_unused]] const bool par = w.rows() * w.cols() >= parallel_threshold;
-#pragma omp parallel for schedule(static) if (par)
+PSAP_OMP(parallel for schedule(static) if (par))
         for (index i = 0; i < n; ++i) out[i] = reduce::unary(w.row_data(i), w.col_stride(), w.cols(), op);
     }
 
@@ -55,7 +65,7 @@ struct cpu_backend {
         check_rows(a.rows(), out.size(), "row_dots");
         const index n = a.rows();
         [[maybe_unused]] const bool par = a.rows() * a.cols() >= parallel_threshold;
-#pragma omp parallel for schedule(static) if (par)
+PSAP_OMP(parallel for schedule(static) if (par))
         for (index i = 0; i < n; ++i)
             out[i] = reduce::binary(a.row_data(i), a.col_stride(), b.row_data(i), b.col_stride(), a.cols(), reduce::product{});
     }
@@ -67,7 +77,7 @@ struct cpu_backend {
         if (static_cast<index>(out.size()) != n * n)
             detail::fail("psap::cpu_backend::pairwise_sq_distances: output holds ", out.size(), " values, need ", n * n);
         [[maybe_unused]] const bool par = n * n * w.cols() >= parallel_threshold;
-#pragma omp parallel for schedule(dynamic, 4) if (par)
+PSAP_OMP(parallel for schedule(dynamic, 4) if (par))
         for (index i = 0; i < n; ++i) {
             out[i * n + i] = 0.0;
             for (index j = i + 1; j < n; ++j) {

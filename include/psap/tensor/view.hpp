@@ -1,11 +1,13 @@
 #pragma once
 /// \file view.hpp
 /// Non-owning strided views: matrix_view (a bank of N filters x K fan-in)
-/// and vector_view (one value per channel).
+/// and vector_view (one value per channel), and the raw-pointer adapters
+/// psap::filters(data, n, k) and psap::channels(data, n).
 
 #include <psap/error.hpp>
 #include <psap/tensor/memory.hpp>
 
+#include <concepts>
 #include <cstddef>
 #include <type_traits>
 
@@ -108,14 +110,54 @@ private:
     index col_stride_ = 1;
 };
 
-/// Raw-pointer adapters: `n` filters of `k` contiguous values each.
-template <class T>
-constexpr matrix_view<T> filters(T* data, index n, index k) {
+namespace detail {
+template <class>
+inline constexpr bool always_false = false;
+}  // namespace detail
+
+/// Raw-pointer adapters: `n` filters of `k` contiguous values each, or with
+/// explicit strides (element (i, j) at data[i*row_stride + j*col_stride]).
+/// `Memory` is host_memory unless given: psap::filters<psap::device_memory>(p, n, k).
+template <memory_space Memory = host_memory, class T>
+constexpr matrix_view<T, Memory> filters(T* data, index n, index k) {
+    static_assert(std::floating_point<std::remove_cv_t<T>>,
+                  "psap::filters: a filter_bank holds floating-point values (float or double); "
+                  "this pointer's element type is not floating-point");
     return {data, n, k};
 }
-template <class T>
-constexpr vector_view<T> channels(T* data, index n) {
-    return {data, n};
+template <memory_space Memory = host_memory, class T>
+constexpr matrix_view<T, Memory> filters(T* data, index n, index k, index row_stride, index col_stride) {
+    static_assert(std::floating_point<std::remove_cv_t<T>>,
+                  "psap::filters: a filter_bank holds floating-point values (float or double); "
+                  "this pointer's element type is not floating-point");
+    return {data, n, k, row_stride, col_stride};
+}
+/// `n` channel values, `stride` apart.
+template <memory_space Memory = host_memory, class T>
+constexpr vector_view<T, Memory> channels(T* data, index n, index stride = 1) {
+    static_assert(std::floating_point<std::remove_cv_t<T>>,
+                  "psap::channels: a channel_vector holds floating-point values (float or double); "
+                  "this pointer's element type is not floating-point");
+    return {data, n, stride};
+}
+
+/// Fallbacks chosen only when no adapter accepts the argument: they turn an
+/// overload-resolution failure into one readable diagnostic.
+template <class X>
+auto filters(X&&) {
+    static_assert(detail::always_false<X>,
+                  "psap::filters(x): x is not a filter_bank source. Pass (pointer, n, k), a model of "
+                  "psap::filter_bank (include <psap/tensor/concepts.hpp>), an Eigen dense matrix/Map/Ref/Block or "
+                  "Eigen::Tensor/TensorMap (include <psap/tensor/eigen.hpp>), or an xtensor container/view "
+                  "(include <psap/tensor/xtensor.hpp>), holding float or double");
+}
+template <class X>
+auto channels(X&&) {
+    static_assert(detail::always_false<X>,
+                  "psap::channels(x): x is not a channel_vector source. Pass (pointer, n), a model of "
+                  "psap::channel_vector (include <psap/tensor/concepts.hpp>), an Eigen vector or rank-1 "
+                  "Eigen::Tensor (include <psap/tensor/eigen.hpp>), or a rank-1 xtensor expression "
+                  "(include <psap/tensor/xtensor.hpp>), holding float or double");
 }
 
 }  // namespace psap

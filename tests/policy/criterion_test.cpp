@@ -50,10 +50,10 @@ TEST_CASE("l1 and l2 norms: raw, summed over members, and BN-folded |gamma| * ||
     model<float> m(pair_spec(true));
     set_rows(m.layer("a"), {{3, 4}, {1, 0}, {0, -2}});
     set_rows(m.layer("b"), {{0, 0}, {-1, 1}, {2, 2}});
-    m.layer("a").gamma = {2, -1, 0.5f};
-    m.layer("a").var = {3, 0, 8};  // sqrt(var + 1) = 2, 1, 3
-    m.layer("b").gamma = {1, 1, -3};
-    m.layer("b").var = {0, 3, 15};  // sqrt(var + 1) = 1, 2, 4
+    assign(m.layer("a").gamma, {2, -1, 0.5f});
+    assign(m.layer("a").var, {3, 0, 8});  // sqrt(var + 1) = 2, 1, 3
+    assign(m.layer("b").gamma, {1, 1, -3});
+    assign(m.layer("b").var, {0, 3, 15});  // sqrt(var + 1) = 1, 2, 4
     m.net().layer_at(0).bn->eps = 1.0;
     m.net().layer_at(1).bn->eps = 1.0;
     harness<net_t> h(m.net());
@@ -151,10 +151,10 @@ TEST_CASE("taylor with batch norm: (sum_m gamma dgamma + beta dbeta)^2, mean ove
     model<float> m(pair_spec(true));
     auto& a = m.layer("a");
     auto& b = m.layer("b");
-    a.gamma = {2, 1, 1};
-    a.beta = {1, 0, 1};
-    b.gamma = {1, 1, 1};
-    b.beta = {0, 0, 1};
+    assign(a.gamma, {2, 1, 1});
+    assign(a.beta, {1, 0, 1});
+    assign(b.gamma, {1, 1, 1});
+    assign(b.beta, {0, 0, 1});
     harness<net_t> h(m.net());
     psap::taylor t;  // momentum 0.9
     t.bind(m.net());
@@ -162,15 +162,15 @@ TEST_CASE("taylor with batch norm: (sum_m gamma dgamma + beta dbeta)^2, mean ove
     // iteration 1: channel 0: a: 2*0.5 + 1*(-3) = -2, b: 1*0 + 0 = 0 -> v = -2, v^2 = 4
     //              channel 1: a: 1*1 = 1, b: 1*(-1) = -1 -> v = 0 (members cancel before squaring)
     //              channel 2: a: 1*1 + 1*1 = 2, b: 1*1 + 1*0 = 1 -> v = 3, v^2 = 9
-    a.ggamma = {0.5f, 1, 1};
-    a.gbeta = {-3, 0, 1};
-    b.ggamma = {0, -1, 1};
-    b.gbeta = {0, 0, 0};
+    assign(a.ggamma, {0.5f, 1, 1});
+    assign(a.gbeta, {-3, 0, 1});
+    assign(b.ggamma, {0, -1, 1});
+    assign(b.gbeta, {0, 0, 0});
     t.observe(m.net(), h.octx());
     // iteration 2: channel 0: a: 2*1 + 1*1 = 3 -> 9; channel 1: a: 1*2 = 2 -> 4; channel 2: 0
-    a.ggamma = {1, 2, 0};
-    a.gbeta = {1, 0, 0};
-    b.ggamma = {0, 0, 0};
+    assign(a.ggamma, {1, 2, 0});
+    assign(a.gbeta, {1, 0, 0});
+    assign(b.ggamma, {0, 0, 0});
     t.observe(m.net(), h.octx());
     auto s = score_once(t, h)[0];
     CHECK(s[0] == doctest::Approx((4 + 9) / 2.0));
@@ -179,8 +179,8 @@ TEST_CASE("taylor with batch norm: (sum_m gamma dgamma + beta dbeta)^2, mean ove
     t.after_step();
 
     // next step, one iteration: channel 0: 2*1 = 2 -> 4; channel 1: 0; channel 2: a: 1*2 -> 4
-    a.ggamma = {1, 0, 2};
-    a.gbeta = {0, 0, 0};
+    assign(a.ggamma, {1, 0, 2});
+    assign(a.gbeta, {0, 0, 0});
     t.observe(m.net(), h.octx());
     s = score_once(t, h)[0];
     CHECK(s[0] == doctest::Approx(0.9 * 6.5 + 0.1 * 4));
@@ -195,7 +195,7 @@ TEST_CASE("taylor with batch norm: (sum_m gamma dgamma + beta dbeta)^2, mean ove
         t0.observe(m.net(), h.octx());
         (void)score_once(t0, h);
         t0.after_step();
-        a.ggamma = {3, 0, 0};
+        assign(a.ggamma, {3, 0, 0});
         t0.observe(m.net(), h.octx());
         s = score_once(t0, h)[0];
         CHECK(s[0] == doctest::Approx(36));  // (2*3)^2
@@ -216,8 +216,8 @@ TEST_CASE("taylor without batch norm: (sum_m <F, dL/dF>)^2") {
     auto& a = m.layer("a");
     auto& b = m.layer("b");
     // grads: a rows (1,1), (3,0), (1,1); b rows (2,0), (0,1), (1,1)
-    a.gw = {1, 1, 3, 0, 1, 1};
-    b.gw = {2, 0, 0, 1, 1, 1};
+    assign(a.gw, {1, 1, 3, 0, 1, 1});
+    assign(b.gw, {2, 0, 0, 1, 1, 1});
     harness<net_t> h(m.net());
     psap::taylor t;
     t.bind(m.net());
@@ -234,8 +234,8 @@ TEST_CASE("bn_scale: sum of |gamma| over members; l1 adds lambda * sign(gamma) t
     model<float> m(pair_spec(true));
     auto& a = m.layer("a");
     auto& b = m.layer("b");
-    a.gamma = {0.5f, -2, 0};
-    b.gamma = {-0.25f, 1, 0};
+    assign(a.gamma, {0.5f, -2, 0});
+    assign(b.gamma, {-0.25f, 1, 0});
     harness<net_t> h(m.net());
     psap::bn_scale c;
     auto s = score_once(c, h)[0];
@@ -243,8 +243,8 @@ TEST_CASE("bn_scale: sum of |gamma| over members; l1 adds lambda * sign(gamma) t
     CHECK(s[1] == doctest::Approx(3));
     CHECK(s[2] == 0);
 
-    a.ggamma = {0.1f, 0.1f, 0.1f};
-    b.ggamma = {0, 0, 0};
+    assign(a.ggamma, {0.1f, 0.1f, 0.1f});
+    assign(b.ggamma, {0, 0, 0});
     c.observe(m.net(), h.octx());  // l1 = 0: no change
     CHECK(a.ggamma == std::vector<float>{0.1f, 0.1f, 0.1f});
     c.l1 = 0.01;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -56,6 +57,19 @@ public:
 private:
     std::uint64_t s_;
 };
+
+/// Overwrites v element by element (never reallocates: psap views point into v).
+template <class T>
+void assign(std::vector<T>& v, std::initializer_list<double> x) {
+    if (x.size() != v.size()) throw std::invalid_argument("psap_test::assign: size mismatch");
+    std::size_t i = 0;
+    for (double e : x) v[i++] = static_cast<T>(e);
+}
+template <class T>
+void assign(std::vector<T>& v, const std::vector<T>& x) {
+    if (x.size() != v.size()) throw std::invalid_argument("psap_test::assign: size mismatch");
+    std::copy(x.begin(), x.end(), v.begin());
+}
 
 // ------------------------------------------------------------------ specs
 struct layer_spec {
@@ -259,8 +273,11 @@ public:
     void copy_from(model& o) {
         for (auto& lp : layers_) {
             auto& src = o.layer(lp->spec.name);
-            lp->w = src.w, lp->gw = src.gw, lp->b = src.b, lp->gb = src.gb, lp->gamma = src.gamma, lp->beta = src.beta;
-            lp->mean = src.mean, lp->var = src.var, lp->ggamma = src.ggamma, lp->gbeta = src.gbeta, lp->gate = src.gate;
+            // element-wise: the network's views point into these vectors
+            for (auto [d, s] : {std::pair{&lp->w, &src.w}, {&lp->gw, &src.gw}, {&lp->b, &src.b}, {&lp->gb, &src.gb},
+                                {&lp->gamma, &src.gamma}, {&lp->beta, &src.beta}, {&lp->mean, &src.mean}, {&lp->var, &src.var},
+                                {&lp->ggamma, &src.ggamma}, {&lp->gbeta, &src.gbeta}, {&lp->gate, &src.gate}})
+                assign(*d, *s);
         }
     }
 

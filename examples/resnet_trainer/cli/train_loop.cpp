@@ -75,6 +75,7 @@ loop_state train_loop(model& m, sgd& opt, const dataset& train, const dataset* t
   std::vector<float> logits, dlogits;
   batch b;
   loop_state state = start;
+  if (hooks.begin) hooks.begin(state);
 
   while (state.epoch < cfg.epochs && state.iteration < limit) {
     const std::int64_t e = state.epoch;

@@ -1,6 +1,8 @@
 // The training loop of psap-train as a library function with hooks, so
 // that other drivers (a pruning run, tests, benchmarks) reuse it unchanged.
 //
+// begin(start)                    <- once per call: a pruner's step at init goes
+//                                     here when start.epoch == 0
 // One epoch:
 //   epoch_begin(e)
 //   for each batch k of epoch e (order and augmentation fixed by (seed, e)):
@@ -90,6 +92,7 @@ struct epoch_report {
 
 struct training_hooks {
   // Extension points for a pruner (psap's four hooks) or any other policy.
+  std::function<void(const loop_state& start)> begin;
   std::function<void(const step_info&)> after_backward;
   std::function<void(const step_info&)> after_step;
   std::function<void(std::int64_t epoch)> epoch_end;   // 0-based epoch just trained

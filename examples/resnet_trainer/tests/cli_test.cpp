@@ -86,6 +86,7 @@ TEST_CASE("train_loop calls the hooks in the documented order") {
     }
   REQUIRE(fc_grad != nullptr);
   training_hooks h;
+  h.begin = [&](const loop_state& s) { ev.push_back("init" + std::to_string(s.epoch)); };
   h.epoch_begin = [&](std::int64_t e, std::size_t n) { ev.push_back("begin" + std::to_string(e) + "/" + std::to_string(n)); };
   h.after_backward = [&](const step_info& s) {
     // The batch's gradients are in the model when observe() runs.
@@ -107,7 +108,7 @@ TEST_CASE("train_loop calls the hooks in the documented order") {
   const loop_state end = train_loop(*m, opt, train, &test, toy_loop(2), {}, h);
   CHECK(end.epoch == 2);
   CHECK(end.iteration == 10);
-  std::vector<std::string> want;
+  std::vector<std::string> want = {"init0"};
   for (int e = 0; e < 2; ++e) {
     want.push_back("begin" + std::to_string(e) + "/5");
     for (int k = 0; k < 5; ++k) {

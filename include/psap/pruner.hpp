@@ -200,7 +200,9 @@ public:
             d.restored = static_cast<index>(updates[g].restored.size());
             d.released = static_cast<index>(updates[g].released.size());
             d.protected_count = static_cast<index>(shielded[g].size());
-            if constexpr (requires { protect_.pulses(g); }) d.pulses = protect_.pulses(g);
+            // a frozen step asks the protector nothing: its pulse count is from an older step
+            if constexpr (requires { protect_.pulses(g); })
+                if (!frozen) d.pulses = protect_.pulses(g);
         }
 
         if constexpr (requires { criterion_.after_step(); }) criterion_.after_step();

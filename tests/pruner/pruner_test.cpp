@@ -1,0 +1,383 @@
+// The pruner (pruner.hpp, presets.hpp, any_pruner.hpp): the four hooks with
+// every preset, checkpoint/resume, the decision log and its JSON, data-parallel
+// workers with a user all-reduce, and run-time composition from JSON.
+#include <psap/any_pruner.hpp>
+#include <psap/presets.hpp>
+#include <psap/pruner.hpp>
+
+#include <support/driver.hpp>
+#include <support/model.hpp>
+#include <support/random_net.hpp>
+#include <support/seed.hpp>
+
+#include <doctest/doctest.h>
+
+#include <barrier>
+#include <cmath>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using psap::budget_kind;
+using psap::index;
+using namespace psap_test;
+using net_t = psap::network<float>;
+
+model_spec bn_spec(std::uint64_t seed) {
+    random_options o;
+    o.all_bn = true;
+    o.gate_grad = true;
+    return random_spec(seed, o);
+}
+
+TEST_CASE_TEMPLATE("the four hooks with every preset: budgets met, log and keep-lists consistent with the masks", P, preset_psap,
+                   preset_static_gate, preset_sfp, preset_asfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
+                   preset_random) {
+    for (std::uint64_t k = 0; k < 3; ++k) {
+        const auto seed = psap_test::seed() + 800 + k;
+        CAPTURE(seed);
+        const auto spec = k == 2 ? random_spec(seed, {.gate_grad = true}) : bn_spec(seed);
+        if (std::string(P::name) == "slimming" || std::string(P::name) == "taylor") {
+            // global thresholds rank |gamma| or BN Taylor scores across groups: BN everywhere
+            if (k == 2) continue;
+        }
+        model<float> m(spec);
+        m.fill_random(seed);
+        const psap::budget target{std::array{budget_kind::flops, budget_kind::params, budget_kind::filters}[k], 0.4};
+        auto p = P::make(target, 8);
+        const auto rec = run(p, m, {.grad_seed = seed, .epochs = 8});
+        REQUIRE(p.log().size() == 8);
+        for (std::size_t s = 0; s < p.log().size(); ++s) {
+            const auto& e = p.log()[s];
+            CAPTURE(s);
+            CHECK(e.step == static_cast<index>(s));
+            CHECK(e.epoch == double(s + 1));
+            // achieved cost is the cost of the recorded masks
+            std::vector<index> kept;
+            index churn = 0;
+            for (const auto& g : m.net().groups()) {
+                const auto& mask = rec.masks[s].at(g.name);
+                index pruned = 0;
+                for (auto b : mask) pruned += b;
+                kept.push_back(g.size - pruned);
+            }
+            for (const auto& d : e.groups) {
+                CHECK(d.pruned == d.size - kept[static_cast<std::size_t>(m.net().find_group(d.group))]);
+                churn += d.newly_pruned;
+                if (!e.frozen) CHECK(d.pruned == d.target);
+            }
+            CHECK(e.churn() == churn);
+            CHECK(e.achieved == p.costs().evaluate(kept));
+            CHECK(e.reduction == doctest::Approx(p.costs().reduction(target.kind, kept)));
+            if (!e.frozen) CHECK(e.reduction >= e.budget_now - 1e-12);
+        }
+        // every schedule reaches the full budget by the last epoch
+        CHECK(p.log().back().reduction >= target.target - 1e-12);
+        const auto res = p.finalize(m.net());
+        REQUIRE(res.groups.size() == m.net().groups().size());
+        std::vector<index> kept;
+        for (std::size_t g = 0; g < res.groups.size(); ++g) {
+            const auto& mask = p.groups()[g].pruned;
+            std::vector<index> expect;
+            for (std::size_t c = 0; c < mask.size(); ++c)
+                if (!mask[c]) expect.push_back(static_cast<index>(c));
+            CHECK(res.groups[g].kept == expect);
+            CHECK(res.groups[g].group == m.net().groups()[g].name);
+            kept.push_back(static_cast<index>(expect.size()));
+        }
+        CHECK(res.after == p.costs().evaluate(kept));
+        CHECK(res.before == p.costs().full());
+        CHECK(res.reduction(target.kind) >= target.target - 1e-12);
+        CHECK(res.layers.size() == m.net().layers().size());
+    }
+}
+
+TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pruner decides and logs as the uninterrupted run", P,
+                   preset_psap, preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
+                   preset_random) {
+    const auto seed = psap_test::seed() + 900;
+    CAPTURE(seed);
+    const auto spec = bn_spec(seed);
+    const psap::budget target{budget_kind::flops, 0.5};
+    const int epochs = 10;
+    model<float> full(spec);
+    full.fill_random(seed);
+    auto p_full = P::make(target, epochs);
+    const auto rec_full = run(p_full, full, {.grad_seed = seed, .epochs = epochs});
+
+    for (int k : {1, 4, 7}) {
+        CAPTURE(k);
+        model<float> first(spec);
+        first.fill_random(seed);
+        auto p1 = P::make(target, epochs);
+        run(p1, first, {.grad_seed = seed, .epochs = k});
+        const auto blob = p1.state();
+
+        model<float> resumed(spec);  // new storage: the resumed process reloads its weights
+        resumed.copy_from(first);
+        auto p2 = P::make(target, epochs);
+        p2.load_state(resumed.net(), blob);
+        CHECK(p2.steps_taken() == k);
+        const auto rec2 = run(p2, resumed, {.grad_seed = seed, .epochs = epochs, .first_epoch = k});
+        for (int s = k; s < epochs; ++s) CHECK(rec2.masks[static_cast<std::size_t>(s - k)] == rec_full.masks[static_cast<std::size_t>(s)]);
+        CHECK(json_difference(nlohmann::json(p2.log()), nlohmann::json(p_full.log())) == "");  // the whole log, restored part included
+        CHECK(resumed.same_values(full));                                 // bitwise: same snapshots, same restores
+    }
+}
+
+/// PSAP's pieces with hand-set parameters: uniform allocation at 40% of filters,
+/// restores and protection allowed up to min(q, N - q).
+using hand_pruner = psap::pruner<psap::adaptive_sparsity, psap::l2_norm, psap::gradient_pulse, psap::protective>;
+hand_pruner make_hand_pruner() {
+    psap::adaptive_sparsity s;
+    s.ramp = psap::ramp_shape::constant;
+    s.allocation = psap::adaptive_sparsity::rule::uniform;
+    psap::gradient_pulse g;
+    g.restore_fraction = 1;
+    g.rho = 1;
+    return hand_pruner({{budget_kind::filters, 0.4}, 10}, s, psap::l2_norm{.fold_bn = true}, g, psap::protective{});
+}
+
+TEST_CASE("the decision log on a hand case: churn, restored, protected, protected_effective, achieved cost, JSON") {
+    // One BN conv of 10 channels, unit-norm filters, gamma_i = 0.1 (i + 1): BN-folded scores rise with i.
+    layer_spec l{.name = "conv", .out = 10, .in = 4, .kernel_area = 9, .positions = 16, .bias = false, .bn = true, .gate_grad = true};
+    model<float> m({{l}, {{"g", 10, {{"conv", 0}}, {}}}});
+    auto& c = m.layer("conv");
+    for (index f = 0; f < 10; ++f) {
+        for (index j = 0; j < c.fan_in(); ++j) c.weight(f, j) = j == f % c.fan_in() ? 1.0f : 0.0f;
+        c.gamma[static_cast<std::size_t>(f)] = 0.1f * static_cast<float>(f + 1);
+        c.beta[static_cast<std::size_t>(f)] = 0.05f * static_cast<float>(f);
+    }
+    auto p = make_hand_pruner();
+
+    // step 1: nothing observed -> no protection; prune the 4 lowest: 0, 1, 2, 3
+    auto e1 = p.step(m.net(), 1);
+    REQUIRE(e1.groups.size() == 1);
+    CHECK(e1.groups[0].newly_pruned == 4);
+    CHECK(e1.churn() == 4);
+    CHECK(e1.groups[0].restored == 0);
+    CHECK(e1.groups[0].protected_count == 0);
+    CHECK(e1.groups[0].target == 4);
+    CHECK(p.groups()[0].pruned == std::vector<std::uint8_t>{1, 1, 1, 1, 0, 0, 0, 0, 0, 0});
+    // 6 channels of 4*9 weights and 2 BN parameters each, at 16 positions
+    CHECK(e1.achieved == psap::cost{6 * 36 * 16, 6 * 36 + 6 * 2, 6});
+    CHECK(e1.reduction == doctest::Approx(0.4));
+    CHECK(c.gamma[1] == 0);  // gated
+
+    // observe: gated channel 1 pulses (10 > 3 * median 1 of the active), active channel 4 (the next
+    // lowest score) is strong (10) and gets shielded; everything else 1.
+    for (int it = 0; it < 3; ++it) {
+        std::fill(c.gate.begin(), c.gate.end(), 1.0f);
+        c.gate[1] = 10;
+        c.gate[4] = it % 2 ? -10.0f : 10.0f;
+        p.observe(m.net());
+    }
+    auto e2 = p.step(m.net(), 2);
+    const auto& d = e2.groups[0];
+    // restored {1} (cap min(4, 4, 6)); shielded {4} (cap min(4, 6) - 1 restore); the 4 lowest of the rest:
+    // gated 0, 2, 3 (score 0) and 5 -> churn 1. Without the shield 4 would have gone: effective 1.
+    CHECK(d.restored == 1);
+    CHECK(d.pulses == 1);
+    CHECK(d.protected_count == 1);
+    CHECK(d.protected_effective == 1);
+    CHECK(d.newly_pruned == 1);
+    CHECK(d.released == 0);
+    CHECK(d.pruned == 4);
+    CHECK(e2.churn() == 1);
+    CHECK(d.pressure == doctest::Approx(0.1));
+    CHECK(p.groups()[0].pruned == std::vector<std::uint8_t>{1, 0, 1, 1, 0, 1, 0, 0, 0, 0});
+    CHECK(c.gamma[1] == doctest::Approx(0.2));  // restored from the snapshot
+    CHECK(c.beta[1] == doctest::Approx(0.05));
+    CHECK(c.gamma[5] == 0);
+    CHECK(e2.achieved == e1.achieved);
+
+    // JSON: every field under its documented key, and back
+    const nlohmann::json j = e2;
+    CHECK(j.at("step") == 1);
+    CHECK(j.at("epoch") == 2.0);
+    CHECK(j.at("churn") == 1);
+    CHECK(j.at("macs") == 6 * 36 * 16);
+    CHECK(j.at("params") == 6 * 36 + 12);
+    CHECK(j.at("filters") == 6);
+    CHECK(j.at("relaxed") == false);
+    CHECK(j.at("frozen") == false);
+    const auto& jg = j.at("groups").at(0);
+    CHECK(jg.at("group") == "g");
+    CHECK(jg.at("restored") == 1);
+    CHECK(jg.at("protected") == 1);
+    CHECK(jg.at("protected_effective") == 1);
+    CHECK(jg.at("newly_pruned") == 1);
+    CHECK(jg.at("pulses") == 1);
+    CHECK(jg.at("pressure") == doctest::Approx(0.1));
+    CHECK(jg.at("sparsity").is_number());
+    psap::step_log back = j.get<psap::step_log>();
+    CHECK(nlohmann::json(back) == j);
+    CHECK(back.churn() == 1);
+    CHECK(back.groups[0].protected_effective == 1);
+
+    SUBCASE("a schedule without a sparsity signal logs null") {
+        auto q = psap::presets::sfp({budget_kind::filters, 0.4}, 10);
+        const nlohmann::json js = q.step(m.net(), 1);
+        CHECK(js.at("groups").at(0).at("sparsity").is_null());
+        CHECK(js.at("mu").is_number());
+        CHECK(nlohmann::json(js.get<psap::step_log>()) == js);
+    }
+}
+
+TEST_CASE("a budget jump beyond the rate limit relaxes it for that step, and the log says so") {
+    layer_spec l{.name = "conv", .out = 20, .in = 2, .kernel_area = 1, .positions = 1, .bias = false, .bn = true};
+    model<float> m({{l}, {{"g", 20, {{"conv", 0}}, {}}}});
+    m.fill_random(psap_test::seed());
+    psap::adaptive_sparsity s;
+    s.ramp = psap::ramp_shape::linear;
+    s.ramp_end = 1;
+    psap::pruner<psap::adaptive_sparsity, psap::l2_norm, psap::no_protection, psap::protective> p({{budget_kind::filters, 0.6}, 10}, s);
+    const auto e1 = p.step(m.net(), 1);  // B = 0.06: 2 of 20
+    CHECK_FALSE(e1.relaxed);
+    CHECK(e1.groups[0].pruned == 2);
+    const auto e2 = p.step(m.net(), 2);  // B = 0.12: ratio 0.1 -> 0.15, within 0.1
+    CHECK_FALSE(e2.relaxed);
+    const auto e3 = p.step(m.net(), 10);  // B = 0.6: ratio 0.15 -> 0.6 needs the limit lifted
+    CHECK(e3.relaxed);
+    CHECK(e3.groups[0].pruned == 12);
+    CHECK(nlohmann::json(e3).at("relaxed") == true);
+}
+
+/// A collective for two threads: each worker deposits its buffer, both sum them in the same order.
+struct two_worker_all_reduce {
+    std::barrier<> sync{2};
+    std::vector<double> slot[2];
+    void operator()(int w, std::span<double> buf) {
+        slot[w].assign(buf.begin(), buf.end());
+        sync.arrive_and_wait();
+        for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = slot[0][i] + slot[1][i];
+        sync.arrive_and_wait();
+    }
+};
+
+TEST_CASE_TEMPLATE("data-parallel: two workers with different gradients and a summing all-reduce take identical decisions", P,
+                   preset_psap, preset_taylor) {
+    const auto seed = psap_test::seed() + 1100;
+    CAPTURE(seed);
+    const auto spec = bn_spec(seed);
+    const psap::budget target{budget_kind::flops, 0.5};
+    const int epochs = 8, iterations = 4;
+
+    auto simulate = [&](bool reduce) {
+        model<float> a(spec), b(spec), avg(spec);
+        a.fill_random(seed);
+        b.copy_from(a);
+        auto pa = P::make(target, epochs), pb = P::make(target, epochs);
+        two_worker_all_reduce coll;
+        if (reduce) {
+            pa.set_all_reduce([&](std::span<double> x) { coll(0, x); });
+            pb.set_all_reduce([&](std::span<double> x) { coll(1, x); });
+        }
+        std::vector<record> out(2);
+        for (int e = 0; e < epochs; ++e) {
+            for (int it = 0; it < iterations; ++it) {
+                a.fill_grads(seed * 2, e * iterations + it, 0.05);  // worker A's batch
+                b.fill_grads(seed * 2 + 1, e * iterations + it, 0.05);  // worker B's batch
+                pa.observe(a.net());
+                pb.observe(b.net());
+                // the framework averages the gradients for the optimizer: weights stay in sync
+                for (auto& lp : a.layers()) {
+                    auto& lb = b.layer(lp->spec.name);
+                    for (auto [x, y] : {std::pair{&lp->gw, &lb.gw}, {&lp->gb, &lb.gb}, {&lp->ggamma, &lb.ggamma}, {&lp->gbeta, &lb.gbeta}})
+                        for (std::size_t i = 0; i < x->size(); ++i) (*x)[i] = (*y)[i] = 0.5f * ((*x)[i] + (*y)[i]);
+                }
+                a.sgd(0.05);
+                b.sgd(0.05);
+                pa.after_update(a.net());
+                pb.after_update(b.net());
+            }
+            // step() runs concurrently on both workers, as it would in two processes
+            std::thread ta([&] { pa.step(a.net(), e + 1); });
+            std::thread tb([&] { pb.step(b.net(), e + 1); });
+            ta.join();
+            tb.join();
+            out[0].masks.push_back(masks_by_name(pa, a.net()));
+            out[1].masks.push_back(masks_by_name(pb, b.net()));
+        }
+        out[0].log = pa.log();
+        out[1].log = pb.log();
+        return out;
+    };
+    const auto with = simulate(true);
+    CHECK(with[0].masks == with[1].masks);
+    CHECK(json_difference(with[0].log, with[1].log) == "");
+    // Without the all-reduce each worker decides from its own gradients, and they diverge:
+    // the equality above is the all-reduce's doing.
+    const auto without = simulate(false);
+    CHECK(without[0].masks != without[1].masks);
+}
+
+TEST_CASE_TEMPLATE("make_pruner from a preset name decides exactly as the static composition", P, preset_psap, preset_static_gate,
+                   preset_sfp, preset_asfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp, preset_random) {
+    const auto seed = psap_test::seed() + 1200;
+    const auto spec = bn_spec(seed);
+    model<float> m1(spec), m2(spec);
+    m1.fill_random(seed);
+    m2.fill_random(seed);
+    const psap::budget target{budget_kind::params, 0.45};
+    auto stat = P::make(target, 8);
+    auto dyn = psap::make_pruner({{"preset", P::name}, {"budget", {{"kind", "params"}, {"target", 0.45}}}, {"total_epochs", 8}});
+    CHECK(dyn.options().final_phase == stat.options().final_phase);
+    const auto r1 = run(stat, m1, {.grad_seed = seed});
+    const auto r2 = run(dyn, m2, {.grad_seed = seed});
+    CHECK(r1.masks == r2.masks);
+    CHECK(json_difference(r1.log, r2.log) == "");
+    CHECK(m1.same_values(m2));
+}
+
+TEST_CASE("make_pruner: overrides merge into the preset, names replace, and mistakes are errors that list the valid choices") {
+    auto p = psap::make_pruner({{"preset", "psap"}, {"budget", 0.3}, {"schedule", {{"eta", 0.3}}}, {"keep_multiple", 2}});
+    auto d = psap::describe(p);
+    CHECK(d.at("schedule").at("name") == "adaptive_sparsity");
+    CHECK(d.at("schedule").at("eta") == 0.3);
+    CHECK(d.at("schedule").at("alpha") == 0.2);  // the preset's other values stay
+    CHECK(d.at("criterion").at("fold_bn") == true);
+    CHECK(d.at("budget").at("target") == 0.3);
+    CHECK(d.at("budget").at("kind") == "flops");
+    CHECK(d.at("keep_multiple") == 2);
+    CHECK(d.at("final_phase") == 0.25);
+
+    p = psap::make_pruner({{"preset", "psap"}, {"criterion", "fpgm"}, {"protect", {{"name", "gradient_pulse"}, {"kappa", 5}}}});
+    d = psap::describe(p);
+    CHECK(d.at("criterion").at("name") == "fpgm");
+    CHECK(d.at("protect").at("kappa") == 5.0);
+    CHECK(d.at("protect").at("window") == 20);
+
+    p = psap::make_pruner({{"schedule", "uniform"}, {"criterion", "l1_norm"}, {"protect", "none"}, {"reconstruct", "hard"}});
+    CHECK(psap::describe(p).at("reconstruct").at("name") == "hard");
+
+    auto fails = [](const nlohmann::json& cfg, std::initializer_list<const char*> fragments) {
+        CAPTURE(cfg.dump());
+        try {
+            (void)psap::make_pruner(cfg);
+            FAIL("accepted");
+        } catch (const psap::error& e) {
+            const std::string msg = e.what();
+            for (const char* f : fragments) {
+                CAPTURE(msg);
+                CHECK_MESSAGE(msg.find(f) != std::string::npos, f);
+            }
+        }
+    };
+    fails({{"preset", "psap"}, {"epochs", 3}}, {"unknown key 'epochs'", "total_epochs"});
+    fails({{"preset", "psap"}, {"schedule", {{"etta", 0.3}}}}, {"no parameter 'etta'", "eta", "alpha"});
+    fails({{"preset", "psap"}, {"criterion", "l3_norm"}}, {"unknown criterion 'l3_norm'", "fpgm", "l2_norm"});
+    fails({{"preset", "psap"}, {"schedule", {{"eta", "high"}}}}, {"'eta'", "must be a number"});
+    fails({{"preset", "psap"}, {"protect", {{"restore", 1}}}}, {"'restore'", "true or false"});
+    fails({{"preset", "psap"}, {"schedule", {{"allocation", "greedy"}}}}, {"greedy", "leaky"});
+    fails({{"preset", "sfp2"}}, {"unknown preset 'sfp2'", "psap", "slimming"});
+    fails({{"criterion", "fpgm"}}, {"no schedule given"});
+    fails({{"preset", "psap"}, {"budget", {{"kind", "latency"}, {"target", 0.5}}}}, {"latency"});
+    fails({{"preset", "psap"}, {"budget", 1.2}}, {"outside [0, 1)"});
+    fails(nlohmann::json::array(), {"JSON object"});
+}
+
+}  // namespace

@@ -17,9 +17,10 @@ is one of these tags:
       from docs/snippets/FILE (executable psap_doc_<stem> in --bin-dir) run
       with ARGs. Skipped, with a note, when --bin-dir is not given.
 
-Also checked: every snippet file's markers come in pairs. Reported but not
-failed: ```cpp blocks without a tag (use ```text for pseudo-code) and relative
-links to files that do not exist.
+Also checked: every snippet file's markers come in pairs, and links to
+headings of existing pages (file.md#anchor, GitHub's anchors) resolve.
+Reported but not failed: ```cpp blocks without a tag (use ```text for
+pseudo-code) and relative links to files that do not exist (yet).
 
 Usage: check_docs.py [--root DIR] [--bin-dir DIR] [--fix] [--strict]
   --fix     rewrite snippet and output blocks from their sources
@@ -36,7 +37,7 @@ import sys
 MARKER = re.compile(r"^\s*//\s*\[([A-Za-z0-9_.-]+)\]\s*$")
 TAG = re.compile(r"^\s*<!--\s*(snippet|quote|output):\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(`{3,})(.*)$")
-LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
+LINK = re.compile(r"\]\(([^)#\s]*)(#[^)\s]*)?\)")
 
 
 def dedent(lines):
@@ -140,6 +141,23 @@ def run_output(bin_dir, arg, errors, where):
     return text.split("\n")
 
 
+def slugs(path):
+    """GitHub's anchors of the headings of a Markdown file."""
+    seen, out, fenced = {}, set(), False
+    for line in read_lines(path):
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if fenced or not m:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
 def first_difference(a, b):
     for k, (x, y) in enumerate(zip(a, b)):
         if x != y:
@@ -201,13 +219,15 @@ def check_page(path, root, snippets, args, errors, notes):
                               f"    docs:    {got!r}\n    source:  {want!r}\n"
                               f"  (scripts/check_docs.py --fix rewrites it)")
     for m in LINK.finditer("\n".join(lines)):
-        target = m.group(1)
+        target, anchor = m.group(1), m.group(2)
         if re.match(r"^[a-z]+:", target):
             continue
-        resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+        resolved = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
         if not os.path.exists(resolved):
             msg = f"{rel}: link to {target}, which does not exist (yet)"
             (errors if args.strict else notes).append(msg)
+        elif anchor and anchor != "#" and resolved.endswith(".md") and anchor[1:] not in slugs(resolved):
+            errors.append(f"{rel}: link to {target}{anchor}: no such heading in {os.path.relpath(resolved, root)}")
     if changed:
         for start, end, expected in reversed(replacements):
             lines[start:end] = expected

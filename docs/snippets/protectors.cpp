@@ -25,7 +25,6 @@ struct keep_strongest {
     template <class Net>
     void shield(const Net& net, const psap::step_context& ctx, std::span<const psap::index> counts,
                 std::span<std::vector<psap::index>> out) const {
-        if (ctx.info.final_phase) return;  // masks are frozen: protect nothing
         for (std::size_t g = 0; g < out.size(); ++g) {
             const auto& pruned = ctx.groups[g].pruned;  // the mask before this step
             const std::vector<double> m = psap::measure::channel_magnitude(net, static_cast<psap::index>(g));

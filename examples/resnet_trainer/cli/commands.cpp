@@ -425,7 +425,9 @@ int run_eval(const eval_options& opt) {
 int run_inspect(const std::filesystem::path& file, bool values) {
   const tensor_archive a = load_safetensors(file);
   json t = json::object();
-  for (const auto& [name, x] : a.tensors()) {
+  for (const auto& entry : a.tensors()) {
+    const std::string& name = entry.first;
+    const st_tensor& x = entry.second;  // not a structured binding: clang 14 cannot capture those
     json e = {{"dtype", std::string(dtype_name(x.dtype))},
               {"shape", x.shape},
               {"crc32", crc32(0L, x.bytes.data(), static_cast<uInt>(x.bytes.size()))}};

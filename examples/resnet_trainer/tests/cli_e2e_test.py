@@ -6,7 +6,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from psap_train_testlib import check, data_args, fresh_dir, read_metrics, read_safetensors, run  # noqa: E402
+from psap_train_testlib import (check, data_args, fresh_dir, read_metrics, read_safetensors, run,  # noqa: E402
+                                synthetic_cifar10)
 
 
 def main():
@@ -49,6 +50,31 @@ def main():
     check(ev["images"] == 256, "eval saw %d images" % ev["images"])
     check(abs(ev["accuracy"] - m[-1]["test_acc"]) < 1e-12, "eval accuracy %r vs metrics %r"
           % (ev["accuracy"], m[-1]["test_acc"]))
+
+    # Starting from a checkpoint: its weights, a fresh optimizer and schedule.
+    warm = os.path.join(work, "warm")
+    run([exe, "train", "--checkpoint", os.path.join(out, "final.safetensors"), "--train-subset", "512",
+         "--test-subset", "256", "--epochs", "1", "--batch-size", "32", "--threads", "2", "--progress", "none",
+         "--output", warm] + data)
+    wm = read_metrics(os.path.join(warm, "metrics.jsonl"))
+    check(wm[0]["train_loss"] < losses[0], "a run started from a trained checkpoint begins at loss %.3f, "
+          "no better than a fresh run's first epoch %.3f" % (wm[0]["train_loss"], losses[0]))
+    wmeta, _ = read_safetensors(os.path.join(warm, "final.safetensors"))
+    check(wmeta["init_checkpoint"].endswith("final.safetensors") and wmeta["iteration"] == "16",
+          "warm start metadata")
+    r = run([exe, "train", "--checkpoint", os.path.join(out, "final.safetensors"), "--model", "resnet20",
+             "--output", os.path.join(work, "warm2")] + data, expect_rc=2)
+    check("differs from the model of --checkpoint" in r.stderr, "a --model conflicting with --checkpoint was accepted")
+
+    # CIFAR-10 binary batches and option-B shortcuts through the whole pipeline (3 x 32 x 32).
+    cifar = os.path.join(work, "cifar")
+    synthetic_cifar10(cifar)
+    r = run([exe, "train", "--data", "cifar10", cifar, "--model", "resnet8", "--shortcut", "B", "--epochs", "1",
+             "--batch-size", "16", "--threads", "2", "--progress", "none", "--output", os.path.join(work, "c10")])
+    c10 = json.loads(r.stdout.strip().splitlines()[-1])
+    check(c10["train_images"] == 120 and c10["epoch"] == 1, "cifar10 run: %s" % c10)
+    cmeta, ct = read_safetensors(os.path.join(work, "c10", "final.safetensors"))
+    check(ct["conv1.weight"][1] == [16, 3, 3, 3] and "layer2.0.downsample.0.weight" in ct, "cifar10/B checkpoint")
 
     # Clear errors for bad input.
     r = run([exe, "train", "--data", "fashion-mnist", os.path.join(work, "nope"), "--output",

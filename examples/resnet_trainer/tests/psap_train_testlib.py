@@ -63,6 +63,21 @@ def synthetic_mnist(directory, n_train=1000, n_test=200, seed=1):
             f.write(_idx([n], labels))
 
 
+def synthetic_cifar10(directory, per_batch=24, seed=2):
+    """CIFAR-10 binary batches (1 label byte + 3072 planar RGB bytes per record)."""
+    rng = random.Random(seed)
+    os.makedirs(directory, exist_ok=True)
+    names = ["data_batch_%d.bin" % i for i in range(1, 6)] + ["test_batch.bin"]
+    for name in names:
+        with open(os.path.join(directory, name), "wb") as f:
+            for _ in range(per_batch):
+                k = rng.randrange(10)
+                px = bytearray(rng.randrange(80) for _ in range(3072))
+                for c in range(32):
+                    px[(k % 3) * 1024 + (3 * k) * 32 + c] = 255
+                f.write(bytes([k]) + bytes(px))
+
+
 def data_args(workdir):
     """--data arguments for a small, quick data set."""
     if os.path.exists(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")):

@@ -75,6 +75,21 @@ int main(int argc, char** argv) {
     }
     expect(pruner.log().back().reduction > 0, "the any_pruner pruned");
 
+    // [static-compose]
+    // Any four policies, their parameters set in C++; options by name.
+    psap::pruner<psap::asymptotic, psap::fpgm, psap::no_protection, psap::soft> composed(
+        {.target = {psap::budget_kind::params, 0.4}, .total_epochs = 20, .keep_multiple = 8},
+        psap::asymptotic{.ramp_end = 0.5}, psap::fpgm{}, psap::no_protection{}, psap::soft{.mask_gradients = true});
+
+    // A preset is such a pruner; its policies stay reachable.
+    auto tuned = psap::presets::psap({psap::budget_kind::flops, 0.5}, 30);
+    tuned.schedule().eta = 0.3;
+    tuned.protector().kappa = 4;
+    // [static-compose]
+    composed.step(net, 20);
+    expect(composed.log().back().reduction >= 0.4, "composed pruner met its params budget");
+    for (const auto& g : composed.log().back().groups) expect((g.size - g.pruned) % 8 == 0, "kept counts are multiples of 8");
+
     auto other = psap::make_pruner(nlohmann::json::parse(fpgm_hard));
     expect(psap::describe(other)["criterion"]["name"] == "fpgm", "explicit criterion");
     expect(psap::describe(other)["budget"]["kind"] == "params", "budget kind");

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <psap/psap.hpp>
+#include <psap/tensor/device.hpp>
 #include <psap/tensor/eigen.hpp>
 
 #include <Eigen/Core>
@@ -74,17 +75,18 @@ TEST_CASE("Eigen tensors") {
 }
 
 // [device-views]
-// Device pointers (cudaMalloc'ed by your framework) tagged device_memory: the
-// tag picks the backend, so the same pruner code runs its policies on the GPU
-// once psap/backend/cuda.hpp is included and psap::cuda is linked
-// (docs/cuda.md). psap never dereferences these pointers on the host.
+// Device pointers (cudaMalloc'ed by your framework) as views tagged
+// device_memory (psap/tensor/device.hpp): the tag picks the backend, so the
+// same pruner code runs its policies on the GPU once psap/backend/cuda.hpp is
+// included and psap::cuda is linked (docs/cuda.md). psap never dereferences
+// these pointers on the host.
 psap::layer<float, psap::device_memory> device_conv(float* d_weight, float* d_grad, psap::index out, psap::index in) {
     return {.name = "conv",
             .out_channels = out,
             .in_channels = in,
             .kernel_area = 9,
-            .weight = psap::matrix_view<float, psap::device_memory>(d_weight, out, in * 9),
-            .grad = psap::matrix_view<float, psap::device_memory>(d_grad, out, in * 9)};
+            .weight = psap::device_filters(d_weight, out, in * 9),
+            .grad = psap::device_filters(d_grad, out, in * 9)};
 }
 // [device-views]
 

@@ -18,6 +18,7 @@
 #include <psap/backend/cuda/status.hpp>
 #include <psap/backend/reduce.hpp>
 #include <psap/error.hpp>
+#include <psap/tensor/device.hpp>
 #include <psap/tensor/view.hpp>
 
 #include <cmath>

@@ -38,10 +38,7 @@ using net_t = psap::network<float>;
 model_spec bank(std::vector<index> sizes, bool bn = true) {
     model_spec s;
     for (std::size_t i = 0; i < sizes.size(); ++i) {
-        // (appending instead of "c" + to_string(): GCC 12 -O3 raises a false -Wrestrict on the latter)
-        std::string n = "c", g = "g";
-        n += std::to_string(i + 1);
-        g += std::to_string(i + 1);
+        const std::string n = str("c", i + 1), g = str("g", i + 1);
         s.layers.push_back({.name = n, .out = sizes[i], .in = 1, .kernel_area = 1, .positions = 1, .bias = false, .bn = bn});
         s.groups.push_back({g, sizes[i], {{n, 0}}, {}});
     }
@@ -331,9 +328,7 @@ TEST_CASE("PSAP monotonicity: a sparser group never gets a lower ratio than a de
         harness<net_t> h(m.net(), {budget_kind::filters, r.uniform(0.2, 0.6)});
         std::vector<std::tuple<double, double>> history(static_cast<std::size_t>(n));
         for (index g = 0; g < n; ++g) {
-            std::string name = "c";
-            name += std::to_string(g + 1);
-            auto& l = m.layer(name);
+            auto& l = m.layer(str("c", g + 1));
             const double small = r.uniform(0, 0.5);  // fraction of tiny |gamma|
             for (auto& x : l.gamma) x = static_cast<float>(r.coin(small) ? 0.01 * r.uniform() : r.uniform(0.5, 1.5));
             auto& st = h.groups[static_cast<std::size_t>(g)];
@@ -388,6 +383,16 @@ TEST_CASE("global_threshold: the globally lowest scores go first, no group beyon
     h.target.target = 0.6;  // 18 > 5 + 5 + 5
     CHECK_THROWS_WITH_AS(t.plan(m.net(), h.ctx(), plan), doctest::Contains("cannot be met"), psap::error);
 
+    SUBCASE("with keep_multiple a group's count follows the channels taken from it, kept rounded up") {
+        h.keep_multiple = 4;  // kept in {10, 8, 4}: pruned in {0, 2, 6}
+        // g1's 10 lowest: taking 2 prunes 2, taking 6 prunes 6, more would keep fewer than 4 (cap 6);
+        // g3's 0.2 and 0.3 prune 2 (8 so far); g2's 0.5, 0.51 prune 2 (10); ...; its 6th, 0.55, prunes 6: 14 >= 12.
+        plan = h.new_plan();
+        t.p_max = 0.9;
+        h.target.target = 0.4;
+        t.plan(m.net(), h.ctx(), plan);
+        CHECK(plan.count == std::vector<index>{6, 6, 2});
+    }
     SUBCASE("ties break by group name, then channel, not by the order groups were added") {
         model_spec sp = bank({4, 4});
         std::swap(sp.groups[0].name, sp.groups[1].name);  // "g2" first

@@ -42,7 +42,7 @@ inline std::string json_difference(const nlohmann::json& a, const nlohmann::json
     if (a == b) return "";
     if (a.type() == b.type() && a.is_array() && a.size() == b.size()) {
         for (std::size_t i = 0; i < a.size(); ++i)
-            if (auto d = json_difference(a[i], b[i], path + "[" + std::to_string(i) + "]"); !d.empty()) return d;
+            if (auto d = json_difference(a[i], b[i], str(path, "[", i, "]")); !d.empty()) return d;
     }
     if (a.type() == b.type() && a.is_object() && a.size() == b.size()) {
         for (const auto& [k, v] : a.items())

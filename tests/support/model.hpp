@@ -15,6 +15,7 @@
 #include <memory>
 #include <numeric>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -57,6 +58,14 @@ public:
 private:
     std::uint64_t s_;
 };
+
+/// Concatenates streamable parts ("n" + std::to_string(k) trips GCC 12's -O3 -Wrestrict false positive).
+template <class... P>
+std::string str(const P&... parts) {
+    std::ostringstream os;
+    (os << ... << parts);
+    return os.str();
+}
 
 /// Overwrites v element by element (never reallocates: psap views point into v).
 template <class T>

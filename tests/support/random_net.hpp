@@ -34,8 +34,8 @@ inline model_spec random_spec(std::uint64_t seed, const random_options& o = {}) 
         const bool bias = r.coin(bn ? 0.2 : 0.6);
         const index karea = r.coin() ? 9 : 1;
         const index positions = index{1} << (2 * r.between(0, 3));
-        std::vector<std::string> names{"n" + std::to_string(k) + "a"};
-        if (pair) names.push_back("n" + std::to_string(k) + "b");
+        std::vector<std::string> names{str("n", k, "a")};
+        if (pair) names.push_back(str("n", k, "b"));
         for (const auto& nm : names) {
             layer_spec l;
             l.name = nm;
@@ -61,7 +61,7 @@ inline model_spec random_spec(std::uint64_t seed, const random_options& o = {}) 
         }
         for (std::size_t p = 0; p < parts.size(); ++p) {
             group_spec g;
-            g.name = "g" + std::to_string(k) + (parts.size() > 1 ? (p == 0 ? "lo" : "hi") : "");
+            g.name = str("g", k, parts.size() > 1 ? (p == 0 ? "lo" : "hi") : "");
             g.size = parts[p].second;
             for (const auto& nm : names) g.members.push_back({nm, parts[p].first});
             prev_groups.push_back(s.groups.size());

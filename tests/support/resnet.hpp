@@ -33,9 +33,9 @@ struct resnet_options {
 };
 
 inline std::string block_conv(int stage, int block, int conv) {
-    return "s" + std::to_string(stage) + "b" + std::to_string(block) + "c" + std::to_string(conv);
+    return str("s", stage, "b", block, "c", conv);
 }
-inline std::string block_group(int stage, int block) { return "s" + std::to_string(stage) + "b" + std::to_string(block); }
+inline std::string block_group(int stage, int block) { return str("s", stage, "b", block); }
 /// Li et al.'s layer number of a block's conv1.
 inline int li_conv1_layer(int n, int stage, int block) { return 2 * ((stage - 1) * n + block); }
 

@@ -54,7 +54,7 @@ struct global_threshold {
             if (a.group != b.group) return a.group < b.group;
             return a.c < b.c;
         });
-        std::vector<index> cap(n);
+        std::vector<index> cap(n), taken(n, 0);
         for (std::size_t g = 0; g < n; ++g) cap[g] = pruned_count(p_max, sizes[g], ctx.keep_multiple);
         bool met = false;
         for (const auto& e : all) {
@@ -62,8 +62,12 @@ struct global_threshold {
                 met = true;
                 break;
             }
-            auto& q = plan.count[static_cast<std::size_t>(e.g)];
-            if (q < cap[static_cast<std::size_t>(e.g)]) ++q;
+            // The group's count follows the channels taken from it, kept rounded up to keep_multiple.
+            const auto g = static_cast<std::size_t>(e.g);
+            const index q = pruned_count(static_cast<double>(taken[g] + 1) / static_cast<double>(sizes[g]), sizes[g], ctx.keep_multiple);
+            if (q > cap[g]) continue;
+            ++taken[g];
+            plan.count[g] = q;
         }
         met = met || achieved_reduction(ctx.costs, ctx.target.kind, plan.count) >= plan.budget_now;
         if (!met) fail_budget(name, ctx.target.kind, plan.budget_now, achieved_reduction(ctx.costs, ctx.target.kind, plan.count), p_max);

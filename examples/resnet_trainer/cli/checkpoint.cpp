@@ -6,9 +6,7 @@
 namespace trainer {
 namespace {
 
-std::vector<std::uint64_t> to_shape(const std::vector<std::int64_t>& s) {
-  return {s.begin(), s.end()};
-}
+std::vector<std::uint64_t> to_shape(const std::vector<std::int64_t>& s) { return {s.begin(), s.end()}; }
 
 std::string shape_text(const std::vector<std::uint64_t>& s) {
   std::string out = "[";
@@ -46,9 +44,9 @@ std::int64_t parse_int_field(const std::map<std::string, std::string>& md, const
   return j.get<std::int64_t>();
 }
 
-const std::set<std::string> known_keys = {"format",    "checkpoint_version", "epoch",   "iteration", "seed",
-                                          "model",     "model_config",       "settings", "lr_schedule",
-                                          "optimizer", "data_order",         "threads", "metrics"};
+const std::set<std::string> known_keys = {
+    "format",   "checkpoint_version", "epoch",     "iteration",  "seed",    "model",  "model_config",
+    "settings", "lr_schedule",        "optimizer", "data_order", "threads", "metrics"};
 
 }  // namespace
 
@@ -123,11 +121,11 @@ std::map<std::string, std::string> encode_meta(const checkpoint_meta& meta) {
                         .dump();
   // The visiting order of epoch e is epoch_order(n, seed, e) (data/rng.hpp);
   // checkpoints are taken at epoch boundaries, so the next batch is batch 0.
-  md["data_order"] = nlohmann::json{{"scheme", "splitmix64-fisher-yates-v1"},
-                                    {"seed", meta.seed},
-                                    {"next_epoch", meta.state.epoch},
-                                    {"next_batch", 0}}
-                         .dump();
+  md["data_order"] = nlohmann::json{
+      {"scheme", "splitmix64-fisher-yates-v1"},
+      {"seed", meta.seed},
+      {"next_epoch", meta.state.epoch},
+      {"next_batch", 0}}.dump();
   md["threads"] = std::to_string(meta.threads);
   md["metrics"] = meta.metrics.dump();
   return md;

@@ -9,9 +9,8 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "cli/train_loop.hpp"
 #include "io/safetensors.hpp"
@@ -27,7 +26,7 @@ inline constexpr const char* momentum_prefix = "optim.momentum.";
 // Problems with a checkpoint's content (missing tensors, wrong shapes,
 // incompatible settings); file-level problems are safetensors_error/io_error.
 class checkpoint_error : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -35,15 +34,15 @@ public:
 struct checkpoint_meta {
   loop_state state;
   std::uint64_t seed = 0;
-  std::string model_name;                  // e.g. "resnet20" (informative)
-  nlohmann::json model_config;             // make_model(model_config) rebuilds the network
+  std::string model_name;                              // e.g. "resnet20" (informative)
+  nlohmann::json model_config;                         // make_model(model_config) rebuilds the network
   nlohmann::json settings = nlohmann::json::object();  // the run's resolved options (psap-train)
-  lr_schedule schedule;                    // positions in iterations
+  lr_schedule schedule;                                // positions in iterations
   sgd_options sgd;
   bool has_momentum = false;
-  int threads = 0;                         // OpenMP threads of the run (bitwise resume needs the same)
-  nlohmann::json metrics = nlohmann::json::object();   // the last epoch's metrics
-  std::map<std::string, std::string> extra;  // further metadata entries, kept verbatim
+  int threads = 0;                                    // OpenMP threads of the run (bitwise resume needs the same)
+  nlohmann::json metrics = nlohmann::json::object();  // the last epoch's metrics
+  std::map<std::string, std::string> extra;           // further metadata entries, kept verbatim
 };
 
 // The model's state dict, in its own order, as F32/I64 tensors.

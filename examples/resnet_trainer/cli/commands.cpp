@@ -25,10 +25,9 @@ namespace {
 using json = nlohmann::json;
 
 const std::set<std::string> setting_keys = {
-    "model",        "shortcut", "data",     "train_subset", "test_subset", "standard_stats", "recipe",
-    "epochs",       "batch_size", "lr",     "momentum",     "nesterov",    "weight_decay",   "schedule",
-    "milestones",   "gamma",    "step_size", "warmup",      "warmup_start", "min_lr",        "pad",
-    "flip",         "seed"};
+    "model",      "shortcut", "data",         "train_subset", "test_subset",  "standard_stats", "recipe",     "epochs",
+    "batch_size", "lr",       "momentum",     "nesterov",     "weight_decay", "schedule",       "milestones", "gamma",
+    "step_size",  "warmup",   "warmup_start", "min_lr",       "pad",          "flip",           "seed"};
 
 template <class T>
 T pick(const json& given, const char* key, T fallback) {
@@ -51,8 +50,8 @@ int resnet_depth(const std::string& model) {
 
 std::int64_t rescale(std::int64_t v, std::int64_t from, std::int64_t to) {
   if (from <= 0 || from == to) return v;
-  return static_cast<std::int64_t>(std::llround(static_cast<double>(v) * static_cast<double>(to) /
-                                                static_cast<double>(from)));
+  return static_cast<std::int64_t>(
+      std::llround(static_cast<double>(v) * static_cast<double>(to) / static_cast<double>(from)));
 }
 
 json metrics_json(const epoch_report& r) {
@@ -89,8 +88,8 @@ void truncate_metrics(const std::filesystem::path& file, std::int64_t upto) {
       // A line torn by a crash mid-write is dropped with the rest.
     }
   }
-  write_file_atomic(file, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kept.data()),
-                                                         kept.size()));
+  write_file_atomic(file,
+                    std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(kept.data()), kept.size()));
 }
 
 void append_line(const std::filesystem::path& file, const std::string& line) {
@@ -110,7 +109,8 @@ json resolve_settings(const json& given, std::size_t train_images) {
   s["model"] = pick<std::string>(given, "model", "resnet20");
   const std::string model = s["model"];
   if (model != "vgg16" && resnet_depth(model) == 0)
-    throw usage_error("unknown model '" + model + "': expected resnet20, resnet32, resnet44, resnet56, resnet110 "
+    throw usage_error("unknown model '" + model +
+                      "': expected resnet20, resnet32, resnet44, resnet56, resnet110 "
                       "(any resnet<6n+2>) or vgg16");
   s["shortcut"] = pick<std::string>(given, "shortcut", "A");
   if (s["shortcut"] != "A" && s["shortcut"] != "B")
@@ -146,8 +146,8 @@ json resolve_settings(const json& given, std::size_t train_images) {
   lr_schedule rs = r.schedule;  // positions in epochs (iterations == 0) or iterations
   bool epoch_unit = r.iterations == 0;
   std::int64_t epochs = 0, iterations = 0;
-  const bool wants_epochs = given.contains("epochs") || given.contains("milestones") ||
-                            given.contains("step_size") || given.contains("warmup");
+  const bool wants_epochs = given.contains("epochs") || given.contains("milestones") || given.contains("step_size") ||
+                            given.contains("warmup");
   const auto rescale_schedule = [&](std::int64_t from, std::int64_t to) {
     for (auto& m : rs.milestones) m = rescale(m, from, to);
     rs.step_size = std::max<std::int64_t>(rs.step_size ? 1 : 0, rescale(rs.step_size, from, to));
@@ -290,8 +290,8 @@ int run_train(const json& given, const runtime_options& rt) {
     const json fresh = resolve_settings(given, data.train.size());
     for (const auto& [k, v] : given.items())
       if (fresh.at(k) != settings.value(k, json()))
-        throw usage_error("--resume: option " + k + " = " + fresh.at(k).dump() + " differs from the checkpointed run's " +
-                          settings.value(k, json()).dump() +
+        throw usage_error("--resume: option " + k + " = " + fresh.at(k).dump() +
+                          " differs from the checkpointed run's " + settings.value(k, json()).dump() +
                           "; a resumed run continues with its recorded settings: drop the option, or start a new run "
                           "in another --output");
   } else {
@@ -330,12 +330,12 @@ int run_train(const json& given, const runtime_options& rt) {
     start = resume_ck->meta.state;
     if (resume_ck->meta.threads != threads)
       bar.message("warning: the checkpoint was written with " + std::to_string(resume_ck->meta.threads) +
-                       " threads, this run uses " + std::to_string(threads) +
-                       "; the result will not be bitwise identical to an uninterrupted run (pass --threads " +
-                       std::to_string(resume_ck->meta.threads) + ")");
+                  " threads, this run uses " + std::to_string(threads) +
+                  "; the result will not be bitwise identical to an uninterrupted run (pass --threads " +
+                  std::to_string(resume_ck->meta.threads) + ")");
     truncate_metrics(metrics_path, start.epoch);
     bar.message("resuming " + rt.output.string() + " at epoch " + std::to_string(start.epoch) + ", iteration " +
-                     std::to_string(start.iteration));
+                std::to_string(start.iteration));
   } else {
     if (init_ck) load_model_tensors(init_ck->archive, *net, quoted(rt.init_checkpoint));
     truncate_metrics(metrics_path, -1);
@@ -443,12 +443,23 @@ int run_inspect(const std::filesystem::path& file, bool values) {
       }
     };
     switch (x.dtype) {
-      case st_dtype::F32: visit(float{}); break;
-      case st_dtype::F64: visit(double{}); break;
-      case st_dtype::I64: visit(std::int64_t{}); break;
-      case st_dtype::I32: visit(std::int32_t{}); break;
-      case st_dtype::U8: visit(std::uint8_t{}); break;
-      default: break;  // other dtypes: checksum only
+      case st_dtype::F32:
+        visit(float{});
+        break;
+      case st_dtype::F64:
+        visit(double{});
+        break;
+      case st_dtype::I64:
+        visit(std::int64_t{});
+        break;
+      case st_dtype::I32:
+        visit(std::int32_t{});
+        break;
+      case st_dtype::U8:
+        visit(std::uint8_t{});
+        break;
+      default:
+        break;  // other dtypes: checksum only
     }
     e["sum"] = sum;
     if (values) e["values"] = vals;

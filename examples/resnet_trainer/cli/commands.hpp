@@ -6,10 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/checkpoint.hpp"
 #include "cli/progress.hpp"
@@ -20,7 +19,7 @@ namespace trainer {
 
 // A wrong option value or combination; main prints it and exits with 2.
 class usage_error : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 

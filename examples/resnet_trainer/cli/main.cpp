@@ -1,7 +1,6 @@
 // psap-train: command-line front end of the reference trainer. Parsing only;
 // the work is in commands.cpp / train_loop.cpp.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -55,12 +54,13 @@ std::string join(const std::vector<std::string>& v) {
 int main(int argc, char** argv) {
   CLI::App app{"psap-train: the psap reference trainer (CIFAR ResNets and VGG-16 on Fashion-MNIST, MNIST, CIFAR-10)"};
   app.require_subcommand(1);
-  app.footer("Examples:\n"
-             "  psap-train train --model resnet20 --epochs 15 --output runs/r20\n"
-             "  psap-train train --output runs/r20 --resume\n"
-             "  psap-train train --data cifar10 ~/data/cifar-10-batches-bin --model resnet56 --output runs/r56\n"
-             "  psap-train eval --checkpoint runs/r20/final.safetensors\n"
-             "  psap-train inspect runs/r20/final.safetensors");
+  app.footer(
+      "Examples:\n"
+      "  psap-train train --model resnet20 --epochs 15 --output runs/r20\n"
+      "  psap-train train --output runs/r20 --resume\n"
+      "  psap-train train --data cifar10 ~/data/cifar-10-batches-bin --model resnet56 --output runs/r56\n"
+      "  psap-train eval --checkpoint runs/r20/final.safetensors\n"
+      "  psap-train inspect runs/r20/final.safetensors");
 
   // ------------------------------------------------------------------ train
   CLI::App* train = app.add_subcommand("train", "Train a network; checkpoints and metrics go to --output");
@@ -82,14 +82,17 @@ int main(int argc, char** argv) {
   sc.add(train, "--shortcut", "shortcut", shortcut, "ResNet shortcut: A (zero-padding identity) or B (1x1 conv)")
       ->check(CLI::IsMember({"A", "B"}))
       ->capture_default_str();
-  CLI::Option* data_opt =
-      train->add_option("--data,-d", data_args, "data set and optional directory: NAME [DIR]; NAME one of " +
-                                                    [] {
-                                                      std::vector<std::string> n;
-                                                      for (const auto& d : trainer::known_datasets()) n.push_back(d.name);
-                                                      return join(n);
-                                                    }() + " (default fashion-mnist in /usr/share/datasets/fashion-mnist)")
-          ->expected(1, 2);
+  CLI::Option* data_opt = train
+                              ->add_option(
+                                  "--data,-d", data_args,
+                                  "data set and optional directory: NAME [DIR]; NAME one of " +
+                                      [] {
+                                        std::vector<std::string> n;
+                                        for (const auto& d : trainer::known_datasets()) n.push_back(d.name);
+                                        return join(n);
+                                      }() +
+                                      " (default fashion-mnist in /usr/share/datasets/fashion-mnist)")
+                              ->expected(1, 2);
   sc.add(train, "--train-subset", "train_subset", train_subset, "train on a fixed, seeded subset of N images (0: all)");
   sc.add(train, "--test-subset", "test_subset", test_subset, "evaluate on a fixed, seeded subset of N images (0: all)");
   sc.add_flag(train, "--standard-stats", "standard_stats", standard_stats,
@@ -122,8 +125,9 @@ int main(int argc, char** argv) {
   train->add_option("--threads,-j", rt.threads, "OpenMP threads (0: all cores); resume with the same count")
       ->check(CLI::NonNegativeNumber);
   train->add_option("--output,-o", output, "output directory (checkpoints, metrics.jsonl)")->capture_default_str();
-  train->add_option("--checkpoint", init_checkpoint,
-                    "start from the weights of this checkpoint (fresh optimizer and schedule)")
+  train
+      ->add_option("--checkpoint", init_checkpoint,
+                   "start from the weights of this checkpoint (fresh optimizer and schedule)")
       ->check(CLI::ExistingFile);
   train->add_flag("--resume", rt.resume, "continue the run in --output from last.safetensors");
   train->add_option("--eval-batch-size", rt.eval_batch_size, "evaluation batch size")->check(CLI::PositiveNumber);
@@ -140,7 +144,9 @@ int main(int argc, char** argv) {
   eval->add_option("--checkpoint,-c,checkpoint", eval_ckpt, "checkpoint file")->required()->check(CLI::ExistingFile);
   eval->add_option("--data,-d", eval_data, "NAME [DIR] (default: the checkpoint's data set)")->expected(1, 2);
   eval->add_option("--test-subset", eo.test_subset, "evaluate a fixed, seeded subset of N images (0: all)");
-  eval->add_option("--split", eo.split, "test or train")->check(CLI::IsMember({"test", "train"}))->capture_default_str();
+  eval->add_option("--split", eo.split, "test or train")
+      ->check(CLI::IsMember({"test", "train"}))
+      ->capture_default_str();
   eval->add_option("--batch-size,-b", eo.batch_size, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   eval->add_option("--threads,-j", eo.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -56,7 +57,11 @@ void progress_reporter::batch(const step_info& s) {
   const std::size_t done = s.batch + 1;
   const bool last = done == s.batches;
   const double rate = s.epoch_seconds > 0 ? static_cast<double>(s.epoch_images) / s.epoch_seconds : 0.0;
-  const double eta = done > 0 ? s.epoch_seconds / static_cast<double>(done) * static_cast<double>(s.batches - done) : 0;
+  const double per_batch = done > 0 ? s.epoch_seconds / static_cast<double>(done) : 0.0;
+  const double eta = per_batch * static_cast<double>(s.batches - done);
+  // Later epochs are assumed as long as this one (evaluation not counted).
+  const auto epochs_left = static_cast<double>(std::max<std::int64_t>(0, total_epochs_ - s.epoch - 1));
+  const double run_eta = eta + per_batch * static_cast<double>(s.batches) * epochs_left;
   if (mode_ == progress_mode::bar) {
     // ~10 redraws a second keep the terminal cheap.
     if (!last && now - last_draw_ < std::chrono::milliseconds(100)) return;
@@ -66,17 +71,19 @@ void progress_reporter::batch(const step_info& s) {
                                         static_cast<double>(std::max<std::size_t>(s.batches, 1)));
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.append(static_cast<std::size_t>(width - filled), '.');
-    std::fprintf(out_, "\r\x1b[2Kepoch %lld/%lld [%s] %zu/%zu  loss %.4f  acc %5.2f%%  %.0f img/s  ETA %s",
+    std::fprintf(out_, "\r\x1b[2Kepoch %lld/%lld [%s] %zu/%zu  loss %.4f  acc %5.2f%%  %.0f img/s  ETA %s (run %s)",
                  static_cast<long long>(s.epoch + 1), static_cast<long long>(total_epochs_), bar.c_str(), done,
-                 s.batches, s.epoch_loss, 100.0 * s.epoch_accuracy, rate, format_duration(eta).c_str());
+                 s.batches, s.epoch_loss, 100.0 * s.epoch_accuracy, rate, format_duration(eta).c_str(),
+                 format_duration(run_eta).c_str());
     std::fflush(out_);
     bar_shown_ = true;
   } else {
     if (last || std::chrono::duration<double>(now - last_line_).count() < line_interval_) return;
     last_line_ = now;
-    std::fprintf(out_, "epoch %lld/%lld  batch %zu/%zu  loss %.4f  acc %.2f%%  %.0f img/s  ETA %s\n",
+    std::fprintf(out_, "epoch %lld/%lld  batch %zu/%zu  loss %.4f  acc %.2f%%  %.0f img/s  ETA %s (run %s)\n",
                  static_cast<long long>(s.epoch + 1), static_cast<long long>(total_epochs_), done, s.batches,
-                 s.epoch_loss, 100.0 * s.epoch_accuracy, rate, format_duration(eta).c_str());
+                 s.epoch_loss, 100.0 * s.epoch_accuracy, rate, format_duration(eta).c_str(),
+                 format_duration(run_eta).c_str());
     std::fflush(out_);
   }
 }

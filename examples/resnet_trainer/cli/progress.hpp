@@ -17,7 +17,7 @@ enum class progress_mode { automatic, bar, lines, none };
 [[nodiscard]] progress_mode parse_progress_mode(const std::string& s);
 
 class progress_reporter {
-public:
+ public:
   // automatic picks bar when `out` is a terminal, lines otherwise.
   progress_reporter(std::FILE* out, progress_mode mode, std::int64_t total_epochs, double line_interval_s = 15.0);
 
@@ -29,7 +29,7 @@ public:
 
   [[nodiscard]] progress_mode mode() const noexcept { return mode_; }
 
-private:
+ private:
   void clear_bar();
   std::FILE* out_;
   progress_mode mode_;

@@ -40,7 +40,7 @@ namespace trainer {
 
 // A run that cannot go on (diverged loss, data that does not fit the model).
 class training_error : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -61,12 +61,12 @@ struct loop_config {
 
 // One optimizer step, as the hooks see it.
 struct step_info {
-  std::int64_t epoch = 0;       // 0-based epoch being trained
-  std::size_t batch = 0;        // batch within the epoch
-  std::size_t batches = 0;      // batches in this epoch
-  std::int64_t iteration = 0;   // 0-based index of this step
+  std::int64_t epoch = 0;      // 0-based epoch being trained
+  std::size_t batch = 0;       // batch within the epoch
+  std::size_t batches = 0;     // batches in this epoch
+  std::int64_t iteration = 0;  // 0-based index of this step
   double lr = 0.0;
-  double loss = 0.0;            // mean loss of this batch
+  double loss = 0.0;  // mean loss of this batch
   std::size_t correct = 0;
   std::size_t size = 0;
   // Running means over the epoch so far.
@@ -86,7 +86,7 @@ struct epoch_report {
   std::size_t train_images = 0;
   double images_per_second = 0.0;  // training throughput (evaluation excluded)
   double train_seconds = 0.0;
-  double wall_seconds = 0.0;       // training + evaluation + hooks
+  double wall_seconds = 0.0;  // training + evaluation + hooks
   std::optional<eval_result> test;
 };
 
@@ -95,7 +95,7 @@ struct training_hooks {
   std::function<void(const loop_state& start)> begin;
   std::function<void(const step_info&)> after_backward;
   std::function<void(const step_info&)> after_step;
-  std::function<void(std::int64_t epoch)> epoch_end;   // 0-based epoch just trained
+  std::function<void(std::int64_t epoch)> epoch_end;  // 0-based epoch just trained
   std::function<void(const loop_state&)> finalize;
   // Reporting and persistence.
   std::function<void(std::int64_t epoch, std::size_t batches)> epoch_begin;

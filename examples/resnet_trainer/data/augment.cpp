@@ -52,7 +52,7 @@ void flip_horizontal(std::span<std::uint8_t> img, const image_shape& s) noexcept
 }
 
 void normalize_image(std::span<const std::uint8_t> src, std::span<float> dst, const image_shape& s,
-               std::span<const float> mean, std::span<const float> std) noexcept {
+                     std::span<const float> mean, std::span<const float> std) noexcept {
   for (int c = 0; c < s.channels; ++c) {
     const float scale = 1.0F / (255.0F * std[static_cast<std::size_t>(c)]);
     const float bias = -mean[static_cast<std::size_t>(c)] / std[static_cast<std::size_t>(c)];

@@ -47,7 +47,7 @@ void flip_horizontal(std::span<std::uint8_t> img, const image_shape& s) noexcept
 
 // dst = (src / 255 - mean[c]) / std[c].
 void normalize_image(std::span<const std::uint8_t> src, std::span<float> dst, const image_shape& s,
-               std::span<const float> mean, std::span<const float> std) noexcept;
+                     std::span<const float> mean, std::span<const float> std) noexcept;
 
 // Fused pad_crop + flip + normalize in one pass (what the loader uses); equal
 // to applying the three in that order.

@@ -1,8 +1,8 @@
 #include "data/cifar10.hpp"
 
-#include "data/idx.hpp"
-
 #include <algorithm>
+
+#include "data/idx.hpp"
 
 namespace trainer {
 
@@ -56,8 +56,8 @@ dataset_pair load_cifar10_directory(const std::filesystem::path& dir) {
   const std::filesystem::path test_file = root / "test_batch.bin";
   for (const auto& f : train_files)
     if (!std::filesystem::is_regular_file(f, ec))
-      throw data_error("missing CIFAR-10 file '" + f.string() + "' (expected data_batch_1..5.bin and test_batch.bin); " +
-                       hint);
+      throw data_error("missing CIFAR-10 file '" + f.string() +
+                       "' (expected data_batch_1..5.bin and test_batch.bin); " + hint);
   if (!std::filesystem::is_regular_file(test_file, ec))
     throw data_error("missing CIFAR-10 file '" + test_file.string() + "'; " + hint);
   dataset_pair p;

@@ -9,8 +9,7 @@ namespace trainer {
 
 void compute_channel_stats(const dataset& d, std::vector<float>& mean, std::vector<float>& std) {
   const std::size_t n = d.size();
-  if (n == 0 || d.channels <= 0)
-    throw data_error(d.name + ": cannot compute channel statistics of an empty data set");
+  if (n == 0 || d.channels <= 0) throw data_error(d.name + ": cannot compute channel statistics of an empty data set");
   const auto c = static_cast<std::size_t>(d.channels);
   const std::size_t plane = static_cast<std::size_t>(d.height) * static_cast<std::size_t>(d.width);
   // Integer sums are exact (60000*784*255^2 < 2^64), so the result does not

@@ -15,12 +15,12 @@ namespace trainer {
 // options) is reported with this type; the message names the file, what was
 // expected, what was found and how to fix it.
 class data_error : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
 struct dataset {
-  std::string name;           // "fashion-mnist/train", ...
+  std::string name;  // "fashion-mnist/train", ...
   int channels = 0;
   int height = 0;
   int width = 0;
@@ -34,8 +34,7 @@ struct dataset {
 
   [[nodiscard]] std::size_t size() const noexcept { return labels.size(); }
   [[nodiscard]] std::size_t image_size() const noexcept {
-    return static_cast<std::size_t>(channels) * static_cast<std::size_t>(height) *
-           static_cast<std::size_t>(width);
+    return static_cast<std::size_t>(channels) * static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
   }
   [[nodiscard]] std::span<const std::uint8_t> image(std::size_t i) const noexcept {
     return {images.data() + i * image_size(), image_size()};

@@ -33,8 +33,7 @@ struct file_closer {
 
 std::vector<std::uint8_t> read_file_bytes(const std::filesystem::path& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))
-    throw data_error(quoted(path) + ": expected a file, found a directory");
+  if (std::filesystem::is_directory(path, ec)) throw data_error(quoted(path) + ": expected a file, found a directory");
   std::unique_ptr<std::FILE, file_closer> f(std::fopen(path.c_str(), "rb"));
   if (!f) {
     const int err = errno;
@@ -103,8 +102,8 @@ std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std:
                          " bytes; the file is corrupt or not a data set file");
       out.insert(out.end(), buf, buf + produced);
       if (rc == Z_DATA_ERROR)
-        throw data_error(source + ": corrupt gzip data (" + (zs.msg ? zs.msg : "zlib data error") +
-                         ") after " + std::to_string(out.size()) +
+        throw data_error(source + ": corrupt gzip data (" + (zs.msg ? zs.msg : "zlib data error") + ") after " +
+                         std::to_string(out.size()) +
                          " decompressed bytes; the download is damaged, fetch/reinstall the file");
       if (rc == Z_MEM_ERROR) throw data_error(source + ": out of memory while inflating gzip data");
       if (rc == Z_BUF_ERROR && zs.avail_in == 0 && in_pos >= bytes.size())
@@ -190,13 +189,12 @@ dataset load_idx_dataset(const std::filesystem::path& images, const std::filesys
     throw data_error(quoted(labels) + ": expected a rank-1 IDX labels file, found rank " +
                      std::to_string(lb.dims.size()) + "; is this an images file?");
   if (im.dims[1] == 0 || im.dims[2] == 0 || im.dims[1] > 4096 || im.dims[2] > 4096)
-    throw data_error(quoted(images) + ": image size " + std::to_string(im.dims[1]) + "x" +
-                     std::to_string(im.dims[2]) + " is not plausible (expected 1..4096 per side)");
+    throw data_error(quoted(images) + ": image size " + std::to_string(im.dims[1]) + "x" + std::to_string(im.dims[2]) +
+                     " is not plausible (expected 1..4096 per side)");
   if ((expect.rows && im.dims[1] != *expect.rows) || (expect.cols && im.dims[2] != *expect.cols))
     throw data_error(quoted(images) + ": expected " + std::to_string(expect.rows.value_or(im.dims[1])) + "x" +
-                     std::to_string(expect.cols.value_or(im.dims[2])) + " images, found " +
-                     std::to_string(im.dims[1]) + "x" + std::to_string(im.dims[2]) +
-                     "; is this the right data set?");
+                     std::to_string(expect.cols.value_or(im.dims[2])) + " images, found " + std::to_string(im.dims[1]) +
+                     "x" + std::to_string(im.dims[2]) + "; is this the right data set?");
   if (im.dims[0] != lb.dims[0])
     throw data_error("label/image count mismatch: " + quoted(images) + " holds " + std::to_string(im.dims[0]) +
                      " images but " + quoted(labels) + " holds " + std::to_string(lb.dims[0]) +
@@ -222,8 +220,8 @@ namespace {
 std::filesystem::path find_idx_file(const std::filesystem::path& dir, const std::string& prefix,
                                     const std::string& kind, std::string_view hint) {
   // "train-images-idx3-ubyte" (LeCun / Zalando naming) or "train-images.idx3-ubyte".
-  const std::string names[] = {prefix + "-" + kind, prefix + "-" + kind.substr(0, kind.find('-')) + "." +
-                                                        kind.substr(kind.find('-') + 1)};
+  const std::string names[] = {prefix + "-" + kind,
+                               prefix + "-" + kind.substr(0, kind.find('-')) + "." + kind.substr(kind.find('-') + 1)};
   std::string tried;
   for (const auto& base : names)
     for (const char* ext : {"", ".gz"}) {
@@ -232,8 +230,7 @@ std::filesystem::path find_idx_file(const std::filesystem::path& dir, const std:
       if (std::filesystem::is_regular_file(p, ec)) return p;
       tried += (tried.empty() ? "" : ", ") + base + ext;
     }
-  throw data_error("missing data file in '" + dir.string() + "': expected one of " + tried + "; " +
-                   std::string(hint));
+  throw data_error("missing data file in '" + dir.string() + "': expected one of " + tried + "; " + std::string(hint));
 }
 
 }  // namespace

@@ -34,8 +34,7 @@ std::size_t batch_loader::samples_per_epoch() const noexcept {
   return cfg_.drop_last ? batches_ * cfg_.batch_size : data_.size();
 }
 
-void batch_loader::fill(std::uint64_t epoch, const std::vector<std::size_t>& order, std::size_t k,
-                        batch& out) const {
+void batch_loader::fill(std::uint64_t epoch, const std::vector<std::size_t>& order, std::size_t k, batch& out) const {
   const std::size_t begin = k * cfg_.batch_size;
   const std::size_t end = std::min(begin + cfg_.batch_size, order.size());
   const std::size_t n = end - begin;
@@ -50,8 +49,8 @@ void batch_loader::fill(std::uint64_t epoch, const std::vector<std::size_t>& ord
   for (std::size_t r = 0; r < n; ++r) {
     const std::size_t idx = order[begin + r];
     const augment_draw d = draw_augment(cfg_.augment, cfg_.seed, epoch, idx);
-    transform_sample(data_.image(idx), std::span<float>(out.images.data() + r * sz, sz), shape_, cfg_.augment.pad,
-                     d, data_.mean, data_.std);
+    transform_sample(data_.image(idx), std::span<float>(out.images.data() + r * sz, sz), shape_, cfg_.augment.pad, d,
+                     data_.mean, data_.std);
     out.labels[r] = data_.labels[idx];
     out.indices[r] = idx;
   }

@@ -23,13 +23,13 @@
 namespace trainer {
 
 struct batch {
-  std::vector<float> images;          // size x C x H x W, normalised
-  std::vector<std::int32_t> labels;   // size
-  std::vector<std::size_t> indices;   // source sample index of each row
-  image_shape shape;                  // of one image
-  std::size_t size = 0;               // rows in this batch (the last one may be short)
+  std::vector<float> images;         // size x C x H x W, normalised
+  std::vector<std::int32_t> labels;  // size
+  std::vector<std::size_t> indices;  // source sample index of each row
+  image_shape shape;                 // of one image
+  std::size_t size = 0;              // rows in this batch (the last one may be short)
   std::uint64_t epoch = 0;
-  std::size_t index = 0;              // batch number within the epoch
+  std::size_t index = 0;  // batch number within the epoch
 };
 
 struct loader_config {
@@ -45,7 +45,7 @@ struct loader_config {
 };
 
 class batch_loader {
-public:
+ public:
   // Keeps a reference to `data`, which must outlive the loader. Throws
   // data_error for an invalid data set or configuration.
   batch_loader(const dataset& data, loader_config cfg);
@@ -70,7 +70,7 @@ public:
   // Batch k of epoch e, built synchronously on the calling thread.
   void make_batch(std::uint64_t epoch, std::size_t k, batch& out) const;
 
-private:
+ private:
   [[nodiscard]] std::vector<std::size_t> order_for(std::uint64_t epoch) const;
   void fill(std::uint64_t epoch, const std::vector<std::size_t>& order, std::size_t k, batch& out) const;
   void worker_main();

@@ -8,11 +8,17 @@ namespace trainer {
 
 const std::vector<dataset_info>& known_datasets() {
   static const std::vector<dataset_info> list = {
-      {"fashion-mnist", "/usr/share/datasets/fashion-mnist",
-       "Zalando Fashion-MNIST, 60000+10000 28x28 grey images (IDX, gzip)", {0.2860F}, {0.3530F}},
+      {"fashion-mnist",
+       "/usr/share/datasets/fashion-mnist",
+       "Zalando Fashion-MNIST, 60000+10000 28x28 grey images (IDX, gzip)",
+       {0.2860F},
+       {0.3530F}},
       {"mnist", "", "MNIST digits, 60000+10000 28x28 grey images (IDX, plain or gzip)", {0.1307F}, {0.3081F}},
-      {"cifar10", "", "CIFAR-10, 50000+10000 32x32 colour images (binary version)",
-       {0.4914F, 0.4822F, 0.4465F}, {0.2470F, 0.2435F, 0.2616F}},
+      {"cifar10",
+       "",
+       "CIFAR-10, 50000+10000 32x32 colour images (binary version)",
+       {0.4914F, 0.4822F, 0.4465F},
+       {0.2470F, 0.2435F, 0.2616F}},
   };
   return list;
 }

@@ -14,11 +14,11 @@ namespace trainer {
 
 struct data_options {
   std::string name = "fashion-mnist";
-  std::filesystem::path dir;       // empty: the data set's default directory
-  std::size_t train_subset = 0;    // 0: all; else a fixed, seeded subset of this many images
+  std::filesystem::path dir;     // empty: the data set's default directory
+  std::size_t train_subset = 0;  // 0: all; else a fixed, seeded subset of this many images
   std::size_t test_subset = 0;
   std::uint64_t subset_seed = 0;
-  bool standard_stats = false;     // published mean/std instead of the training set's
+  bool standard_stats = false;  // published mean/std instead of the training set's
 };
 
 struct dataset_info {

@@ -27,13 +27,13 @@ namespace trainer {
 
 // Purpose tags, so that e.g. the shuffle of epoch 3 and the crop of sample 3
 // never share a stream.
-inline constexpr std::uint64_t stream_shuffle = 0x5348554646ULL;   // "SHUFF"
-inline constexpr std::uint64_t stream_augment = 0x4155474DULL;     // "AUGM"
-inline constexpr std::uint64_t stream_subset = 0x53554253ULL;      // "SUBS"
+inline constexpr std::uint64_t stream_shuffle = 0x5348554646ULL;  // "SHUFF"
+inline constexpr std::uint64_t stream_augment = 0x4155474DULL;    // "AUGM"
+inline constexpr std::uint64_t stream_subset = 0x53554253ULL;     // "SUBS"
 
 // A tiny generator over one stream: value i is splitmix64(key + i).
 class counter_rng {
-public:
+ public:
   explicit constexpr counter_rng(std::uint64_t key) noexcept : key_(key) {}
   constexpr std::uint64_t next() noexcept { return splitmix64(key_ + counter_++); }
   // Uniform integer in [0, n), n > 0. Rejecting the first 2^64 mod n values
@@ -46,7 +46,7 @@ public:
     }
   }
 
-private:
+ private:
   std::uint64_t key_;
   std::uint64_t counter_ = 0;
 };
@@ -64,8 +64,7 @@ private:
 }
 
 // The visiting order of epoch `epoch` for a data set of n samples.
-[[nodiscard]] inline std::vector<std::size_t> epoch_order(std::size_t n, std::uint64_t seed,
-                                                          std::uint64_t epoch) {
+[[nodiscard]] inline std::vector<std::size_t> epoch_order(std::size_t n, std::uint64_t seed, std::uint64_t epoch) {
   return seeded_permutation(n, derive_key(derive_key(seed, stream_shuffle), epoch));
 }
 

@@ -19,14 +19,14 @@ namespace trainer {
 // File system failures (open, write, fsync, rename) and malformed files;
 // the message names the file and the operation.
 class io_error : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
 // Buffered writer on an open file descriptor, handed to the producer of
 // write_file_atomic. Write errors throw io_error.
 class file_sink {
-public:
+ public:
   file_sink(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) { buf_.reserve(capacity); }
   file_sink(const file_sink&) = delete;
   file_sink& operator=(const file_sink&) = delete;
@@ -36,7 +36,7 @@ public:
   void flush();
   [[nodiscard]] std::uint64_t bytes_written() const noexcept { return written_ + buf_.size(); }
 
-private:
+ private:
   static constexpr std::size_t capacity = std::size_t{1} << 20;
   void write_fd(const std::uint8_t* p, std::size_t n);
   int fd_;

@@ -13,12 +13,11 @@ struct dtype_row {
   std::size_t size;
 };
 constexpr dtype_row dtype_table[] = {
-    {st_dtype::BOOL, "BOOL", 1},       {st_dtype::U8, "U8", 1},     {st_dtype::I8, "I8", 1},
-    {st_dtype::F8_E5M2, "F8_E5M2", 1}, {st_dtype::F8_E4M3, "F8_E4M3", 1},
-    {st_dtype::I16, "I16", 2},         {st_dtype::U16, "U16", 2},   {st_dtype::F16, "F16", 2},
-    {st_dtype::BF16, "BF16", 2},       {st_dtype::I32, "I32", 4},   {st_dtype::U32, "U32", 4},
-    {st_dtype::F32, "F32", 4},         {st_dtype::F64, "F64", 8},   {st_dtype::I64, "I64", 8},
-    {st_dtype::U64, "U64", 8},
+    {st_dtype::BOOL, "BOOL", 1},       {st_dtype::U8, "U8", 1},           {st_dtype::I8, "I8", 1},
+    {st_dtype::F8_E5M2, "F8_E5M2", 1}, {st_dtype::F8_E4M3, "F8_E4M3", 1}, {st_dtype::I16, "I16", 2},
+    {st_dtype::U16, "U16", 2},         {st_dtype::F16, "F16", 2},         {st_dtype::BF16, "BF16", 2},
+    {st_dtype::I32, "I32", 4},         {st_dtype::U32, "U32", 4},         {st_dtype::F32, "F32", 4},
+    {st_dtype::F64, "F64", 8},         {st_dtype::I64, "I64", 8},         {st_dtype::U64, "U64", 8},
 };
 
 std::string shape_text(const std::vector<std::uint64_t>& s) {
@@ -198,9 +197,8 @@ tensor_archive parse_safetensors(std::span<const std::uint8_t> file, const std::
   std::string duplicate;
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(
-        hb, hb + n,
-        [&](int /*depth*/, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    header =
+        nlohmann::json::parse(hb, hb + n, [&](int /*depth*/, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
           using ev_t = nlohmann::json::parse_event_t;
           if (ev == ev_t::object_start) {
             open_objects.emplace_back();
@@ -230,8 +228,8 @@ tensor_archive parse_safetensors(std::span<const std::uint8_t> file, const std::
     if (key == metadata_key) {
       if (!value.is_object()) throw bad("__metadata__ must be an object of strings");
       for (const auto& [mk, mv] : value.items()) {
-        if (!mv.is_string()) throw bad("__metadata__ value for '" + mk + "' is not a string (found " +
-                                       std::string(mv.type_name()) + ")");
+        if (!mv.is_string())
+          throw bad("__metadata__ value for '" + mk + "' is not a string (found " + std::string(mv.type_name()) + ")");
         out.metadata[mk] = mv.get<std::string>();
       }
       continue;

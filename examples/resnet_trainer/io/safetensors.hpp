@@ -37,12 +37,28 @@ static_assert(std::endian::native == std::endian::little,
               "the safetensors reader/writer copies raw little-endian bytes");
 
 class safetensors_error : public io_error {
-public:
+ public:
   using io_error::io_error;
 };
 
 // In increasing alignment, the reference's order (the writer sorts on it).
-enum class st_dtype : std::uint8_t { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64 };
+enum class st_dtype : std::uint8_t {
+  BOOL,
+  U8,
+  I8,
+  F8_E5M2,
+  F8_E4M3,
+  I16,
+  U16,
+  F16,
+  BF16,
+  I32,
+  U32,
+  F32,
+  F64,
+  I64,
+  U64
+};
 
 [[nodiscard]] std::size_t dtype_size(st_dtype t) noexcept;
 [[nodiscard]] std::string_view dtype_name(st_dtype t) noexcept;
@@ -50,17 +66,28 @@ enum class st_dtype : std::uint8_t { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F
 
 template <class T>
 constexpr st_dtype dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return st_dtype::F32;
-  else if constexpr (std::is_same_v<T, double>) return st_dtype::F64;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return st_dtype::I64;
-  else if constexpr (std::is_same_v<T, std::uint64_t>) return st_dtype::U64;
-  else if constexpr (std::is_same_v<T, std::int32_t>) return st_dtype::I32;
-  else if constexpr (std::is_same_v<T, std::uint32_t>) return st_dtype::U32;
-  else if constexpr (std::is_same_v<T, std::int16_t>) return st_dtype::I16;
-  else if constexpr (std::is_same_v<T, std::uint16_t>) return st_dtype::U16;
-  else if constexpr (std::is_same_v<T, std::int8_t>) return st_dtype::I8;
-  else if constexpr (std::is_same_v<T, std::uint8_t>) return st_dtype::U8;
-  else static_assert(sizeof(T) == 0, "no safetensors dtype for this element type");
+  if constexpr (std::is_same_v<T, float>)
+    return st_dtype::F32;
+  else if constexpr (std::is_same_v<T, double>)
+    return st_dtype::F64;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return st_dtype::I64;
+  else if constexpr (std::is_same_v<T, std::uint64_t>)
+    return st_dtype::U64;
+  else if constexpr (std::is_same_v<T, std::int32_t>)
+    return st_dtype::I32;
+  else if constexpr (std::is_same_v<T, std::uint32_t>)
+    return st_dtype::U32;
+  else if constexpr (std::is_same_v<T, std::int16_t>)
+    return st_dtype::I16;
+  else if constexpr (std::is_same_v<T, std::uint16_t>)
+    return st_dtype::U16;
+  else if constexpr (std::is_same_v<T, std::int8_t>)
+    return st_dtype::I8;
+  else if constexpr (std::is_same_v<T, std::uint8_t>)
+    return st_dtype::U8;
+  else
+    static_assert(sizeof(T) == 0, "no safetensors dtype for this element type");
 }
 
 struct st_tensor {
@@ -73,7 +100,7 @@ struct st_tensor {
 
 // A set of named tensors plus the string->string metadata map.
 class tensor_archive {
-public:
+ public:
   std::map<std::string, std::string> metadata;
 
   // Adds a tensor; throws safetensors_error for a duplicate or reserved
@@ -118,7 +145,7 @@ public:
     if (!dst.empty()) std::memcpy(dst.data(), t.bytes.data(), t.bytes.size());
   }
 
-private:
+ private:
   const st_tensor& checked(const std::string& name, st_dtype want,
                            const std::optional<std::vector<std::uint64_t>>& shape) const;
   std::map<std::string, st_tensor> tensors_;

@@ -87,7 +87,9 @@ TEST_CASE("train_loop calls the hooks in the documented order") {
   REQUIRE(fc_grad != nullptr);
   training_hooks h;
   h.begin = [&](const loop_state& s) { ev.push_back("init" + std::to_string(s.epoch)); };
-  h.epoch_begin = [&](std::int64_t e, std::size_t n) { ev.push_back("begin" + std::to_string(e) + "/" + std::to_string(n)); };
+  h.epoch_begin = [&](std::int64_t e, std::size_t n) {
+    ev.push_back("begin" + std::to_string(e) + "/" + std::to_string(n));
+  };
   h.after_backward = [&](const step_info& s) {
     // The batch's gradients are in the model when observe() runs.
     CHECK(std::any_of(fc_grad, fc_grad + fc_size, [](float g) { return g != 0.0F; }));
@@ -180,8 +182,9 @@ TEST_CASE("checkpoint round trip: resuming at an epoch boundary is bitwise ident
   h.on_checkpoint = [&](const loop_state& s, const epoch_report&) {
     meta.state = s;
     meta.has_momentum = first_opt.has_momentum();
-    save_checkpoint(path, *first, &first_opt, meta,
-                    [](tensor_archive& a) { a.add<std::uint8_t>("pruner.state", {3}, std::vector<std::uint8_t>{1, 2, 3}); });
+    save_checkpoint(path, *first, &first_opt, meta, [](tensor_archive& a) {
+      a.add<std::uint8_t>("pruner.state", {3}, std::vector<std::uint8_t>{1, 2, 3});
+    });
   };
   loop_config one = toy_loop(3);
   one.epochs = 1;  // same schedule, interrupted after the first epoch
@@ -214,16 +217,18 @@ TEST_CASE("checkpoint content errors name the file and the tensor") {
   CHECK_THROWS_WITH_AS(load_model_tensors(ck.archive, *bigger, "'r8'"), doctest::Contains("'r8': tensor 'layer1.1"),
                        checkpoint_error);
   auto wide = toy_model(1, 8, 3);
-  CHECK_THROWS_WITH_AS(load_model_tensors(ck.archive, *wide, "'r8'"),
-                       doctest::Contains("tensor 'conv1.weight' is F32 [16, 1, 3, 3], model resnet8 expects F32 [16, 3, 3, 3]"),
-                       checkpoint_error);
+  CHECK_THROWS_WITH_AS(
+      load_model_tensors(ck.archive, *wide, "'r8'"),
+      doctest::Contains("tensor 'conv1.weight' is F32 [16, 1, 3, 3], model resnet8 expects F32 [16, 3, 3, 3]"),
+      checkpoint_error);
   tensor_archive extra = ck.archive;
   extra.add<float>("mystery.weight", {1}, std::vector<float>{1});
-  CHECK_THROWS_WITH_AS(load_model_tensors(extra, *small, "'x'"), doctest::Contains("unexpected tensor 'mystery.weight'"),
-                       checkpoint_error);
+  CHECK_THROWS_WITH_AS(load_model_tensors(extra, *small, "'x'"),
+                       doctest::Contains("unexpected tensor 'mystery.weight'"), checkpoint_error);
   auto md = ck.archive.metadata;
   md.erase("checkpoint_version");
-  CHECK_THROWS_WITH_AS((void)decode_meta(md, "'m'"), doctest::Contains("not a psap-train checkpoint"), checkpoint_error);
+  CHECK_THROWS_WITH_AS((void)decode_meta(md, "'m'"), doctest::Contains("not a psap-train checkpoint"),
+                       checkpoint_error);
   md = ck.archive.metadata;
   md["epoch"] = "three";
   CHECK_THROWS_WITH_AS((void)decode_meta(md, "'m'"), doctest::Contains("'epoch' is not valid JSON"), checkpoint_error);
@@ -281,9 +286,11 @@ TEST_CASE("settings: recipes, scaling with --epochs, iteration-based recipes, er
   CHECK(p.loop.train_loader.batch_size == 8);
   CHECK(p.sgd.nesterov);
 
-  CHECK_THROWS_WITH_AS((void)resolve_settings({{"model", "resnet21"}}, 10), doctest::Contains("unknown model"), usage_error);
+  CHECK_THROWS_WITH_AS((void)resolve_settings({{"model", "resnet21"}}, 10), doctest::Contains("unknown model"),
+                       usage_error);
   CHECK_THROWS_WITH_AS((void)resolve_settings({{"recipe", "fast"}}, 10), doctest::Contains("sfp-cifar"), usage_error);
-  CHECK_THROWS_WITH_AS((void)resolve_settings({{"colour", "red"}}, 10), doctest::Contains("unknown setting"), usage_error);
+  CHECK_THROWS_WITH_AS((void)resolve_settings({{"colour", "red"}}, 10), doctest::Contains("unknown setting"),
+                       usage_error);
   CHECK_THROWS_WITH_AS((void)plan_from_settings(resolve_settings({{"schedule", "step"}}, 40), train),
                        doctest::Contains("step_size"), usage_error);
   CHECK(model_config_from(resolve_settings({{"model", "resnet56"}, {"shortcut", "B"}}, 10), train)["depth"] == 56);

@@ -563,7 +563,7 @@ TEST_CASE("batch loader: an exception in the worker reaches the caller; shutdown
   REQUIRE(l.next(b));
   CHECK_THROWS_WITH_AS(l.next(b), "injected failure in batch 2", std::runtime_error);
   CHECK_THROWS_AS(l.next(b), std::runtime_error);  // stays failed
-  l.start_epoch(1, 3);                                // a new request clears the error
+  l.start_epoch(1, 3);                             // a new request clears the error
   CHECK(l.next(b));
   // Destroying loaders with a batch in flight, or never started, must not hang.
   for (int i = 0; i < 20; ++i) {

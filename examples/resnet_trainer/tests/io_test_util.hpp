@@ -16,7 +16,7 @@ namespace trainer::testing {
 
 // A fresh directory under the system temp dir, removed with its contents.
 class scratch_dir {
-public:
+ public:
   explicit scratch_dir(const std::string& tag = "psap-trainer-test") {
     static std::atomic<int> counter{0};
     path_ = std::filesystem::temp_directory_path() /
@@ -33,7 +33,7 @@ public:
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
   [[nodiscard]] std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 
-private:
+ private:
   std::filesystem::path path_;
 };
 

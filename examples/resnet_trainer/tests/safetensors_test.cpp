@@ -2,6 +2,8 @@
 // reference implementation's byte layout, strict rejection of corrupt
 // headers and files, and crash-safe writes.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "io/safetensors.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -9,7 +11,6 @@
 #include <stdexcept>
 
 #include "io/atomic_file.hpp"
-#include "io/safetensors.hpp"
 #include "tests/io_test_util.hpp"
 
 using namespace trainer;
@@ -109,16 +110,16 @@ TEST_CASE("safetensors: byte-identical to the reference implementation's test ve
   tensor_archive a;
   a.add<float>("attn.0", {1, 2, 3}, std::vector<float>{0, 1, 2, 3, 4, 5});
   const std::vector<std::uint8_t> want = {
-      64,  0,   0,   0,   0,   0,   0,   0,   123, 34,  97,  116, 116, 110, 46,  48,  34,  58,  123, 34,  100,
-      116, 121, 112, 101, 34,  58,  34,  70,  51,  50,  34,  44,  34,  115, 104, 97,  112, 101, 34,  58,  91,
-      49,  44,  50,  44,  51,  93,  44,  34,  100, 97,  116, 97,  95,  111, 102, 102, 115, 101, 116, 115, 34,
-      58,  91,  48,  44,  50,  52,  93,  125, 125, 0,   0,   0,   0,   0,   0,   128, 63,  0,   0,   0,   64,
-      0,   0,   64,  64,  0,   0,   128, 64,  0,   0,   160, 64};
+      64,  0,  0,   0,  0,   0,  0,   0,   123, 34,  97,  116, 116, 110, 46,  48, 34, 58, 123, 34, 100, 116, 121, 112,
+      101, 34, 58,  34, 70,  51, 50,  34,  44,  34,  115, 104, 97,  112, 101, 34, 58, 91, 49,  44, 50,  44,  51,  93,
+      44,  34, 100, 97, 116, 97, 95,  111, 102, 102, 115, 101, 116, 115, 34,  58, 91, 48, 44,  50, 52,  93,  125, 125,
+      0,   0,  0,   0,  0,   0,  128, 63,  0,   0,   0,   64,  0,   0,   64,  64, 0,  0,  128, 64, 0,   0,   160, 64};
   CHECK(serialize_safetensors(a) == want);
 
   // test_empty: no tensors, then only metadata {"framework": "pt"}.
   tensor_archive e;
-  CHECK(serialize_safetensors(e) == std::vector<std::uint8_t>{8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32});
+  CHECK(serialize_safetensors(e) ==
+        std::vector<std::uint8_t>{8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32});
   e.metadata["framework"] = "pt";
   std::vector<std::uint8_t> want_meta = {40, 0, 0, 0, 0, 0, 0, 0};
   const std::string meta_json = R"({"__metadata__":{"framework":"pt"}})";
@@ -203,8 +204,8 @@ TEST_CASE("safetensors: corrupt and truncated files are rejected with the proble
                          {"tensor 'a'", "F64 [2] needs 16 bytes but data_offsets span 8"});
   }
   SUBCASE("shape overflow") {
-    require_header_error(
-        R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8, {"overflows"});
+    require_header_error(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8,
+                         {"overflows"});
   }
   SUBCASE("gap, overlap, trailing bytes") {
     require_header_error(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8,
@@ -282,8 +283,8 @@ TEST_CASE("atomic write and load: file-system errors name the file") {
   scratch_dir dir;
   CHECK_THROWS_WITH_AS(write_file_atomic(dir / "no" / "f", std::vector<std::uint8_t>{1}),
                        doctest::Contains("directory"), io_error);
-  CHECK_THROWS_WITH_AS((void)load_safetensors(dir / "absent.safetensors"),
-                       doctest::Contains("absent.safetensors"), io_error);
+  CHECK_THROWS_WITH_AS((void)load_safetensors(dir / "absent.safetensors"), doctest::Contains("absent.safetensors"),
+                       io_error);
   CHECK_THROWS_WITH_AS((void)load_safetensors(dir.path()), doctest::Contains("directory"), io_error);
   write_bytes(dir / "junk.safetensors", {'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd'});
   CHECK_THROWS_WITH_AS((void)load_safetensors(dir / "junk.safetensors"), doctest::Contains("junk.safetensors"),

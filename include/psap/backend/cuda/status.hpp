@@ -4,6 +4,11 @@
 /// stream psap's CUDA backend launches on (per thread, user-settable).
 /// Plain C++: needs the CUDA runtime's header, not nvcc.
 
+#if defined(__has_include)
+#if !__has_include(<cuda_runtime_api.h>)
+#error "psap's CUDA backend needs the CUDA toolkit's headers: link psap::cuda (built when CMake finds the CUDA toolkit)"
+#endif
+#endif
 #include <cuda_runtime_api.h>
 
 #include <string>

@@ -64,12 +64,14 @@ json metrics_json(const epoch_report& r) {
             {"train_images", r.train_images},
             {"test_loss", nullptr},
             {"test_acc", nullptr},
+            {"test_images", 0},
             {"images_per_s", r.images_per_second},
             {"train_s", r.train_seconds},
             {"wall_s", r.wall_seconds}};
   if (r.test) {
     j["test_loss"] = r.test->loss;
     j["test_acc"] = r.test->accuracy;
+    j["test_images"] = r.test->count;
   }
   return j;
 }

@@ -47,7 +47,8 @@ def main():
     r = run([exe, "eval", os.path.join(out, "final.safetensors"), "--test-subset", "256", "--threads", "2"] +
             (["--data"] + data[1:] if len(data) > 2 else []))
     ev = json.loads(r.stdout)
-    check(ev["images"] == 256, "eval saw %d images" % ev["images"])
+    check(ev["images"] == m[-1]["test_images"] and ev["images"] > 0, "eval saw %d images, training evaluated %d"
+          % (ev["images"], m[-1]["test_images"]))
     check(abs(ev["accuracy"] - m[-1]["test_acc"]) < 1e-12, "eval accuracy %r vs metrics %r"
           % (ev["accuracy"], m[-1]["test_acc"]))
 

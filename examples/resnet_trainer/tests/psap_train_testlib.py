@@ -39,7 +39,8 @@ def _idx(dims, payload):
 
 
 def synthetic_mnist(directory, n_train=1000, n_test=200, seed=1):
-    """28x28 images: class k is a bright bar at row 2k+4 plus noise."""
+    """28x28 images: class k is a centred 12x12 square of brightness 20 + 25k
+    on noise, so random crops and flips keep the class."""
     rng = random.Random(seed)
     os.makedirs(directory, exist_ok=True)
 
@@ -47,10 +48,10 @@ def synthetic_mnist(directory, n_train=1000, n_test=200, seed=1):
         images, labels = bytearray(), bytearray()
         for _ in range(n):
             k = rng.randrange(10)
-            img = bytearray(rng.randrange(60) for _ in range(28 * 28))
-            for r in (2 * k + 4, 2 * k + 5):
-                for c in range(4, 24):
-                    img[r * 28 + c] = 200 + rng.randrange(56)
+            img = bytearray(rng.randrange(30) for _ in range(28 * 28))
+            for r in range(8, 20):
+                for c in range(8, 20):
+                    img[r * 28 + c] = min(255, 20 + 25 * k + rng.randrange(10))
             images += img
             labels.append(k)
         return bytes(images), bytes(labels)
@@ -79,8 +80,8 @@ def synthetic_cifar10(directory, per_batch=24, seed=2):
 
 
 def data_args(workdir):
-    """--data arguments for a small, quick data set."""
-    if os.path.exists(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")):
+    """--data arguments for a small, quick data set (PSAP_TEST_SYNTHETIC_DATA=1 forces the synthetic one)."""
+    if not os.environ.get("PSAP_TEST_SYNTHETIC_DATA") and os.path.exists(os.path.join(FASHION_DIR, "train-images-idx3-ubyte.gz")):
         return ["--data", "fashion-mnist"]
     d = os.path.join(workdir, "synthetic-mnist")
     if not os.path.exists(os.path.join(d, "t10k-labels-idx1-ubyte")):

@@ -34,19 +34,18 @@ def reexec_with_safetensors():
     """Re-run this script under an interpreter that has safetensors, or skip."""
     if has_safetensors():
         return
-    if os.environ.get("PSAP_INTEROP_REEXEC"):
-        return
     repo = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
     candidates = [os.environ.get("PSAP_SAFETENSORS_PYTHON"),
                   os.path.join(os.environ["VIRTUAL_ENV"], "bin", "python") if os.environ.get("VIRTUAL_ENV") else None,
                   os.path.join(repo, ".venv", "bin", "python"), shutil.which("python3")]
     probe = "import numpy, safetensors.numpy"
-    for py in candidates:
-        if not py or not os.path.exists(py) or os.path.abspath(py) == os.path.abspath(sys.executable):
-            continue
-        if subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
-            env = dict(os.environ, PSAP_INTEROP_REEXEC="1")
-            sys.exit(subprocess.run([py, os.path.abspath(__file__)] + sys.argv[1:], env=env).returncode)
+    if not os.environ.get("PSAP_INTEROP_REEXEC"):  # at most one hop
+        for py in candidates:
+            if not py or not os.path.exists(py) or os.path.abspath(py) == os.path.abspath(sys.executable):
+                continue
+            if subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
+                env = dict(os.environ, PSAP_INTEROP_REEXEC="1")
+                sys.exit(subprocess.run([py, os.path.abspath(__file__)] + sys.argv[1:], env=env).returncode)
     print("SKIPPED: the Python package 'safetensors' (with numpy) is not importable from %s or any of %s; "
           "install it, e.g. /usr/bin/python3 -m venv --system-site-packages .venv && .venv/bin/pip install "
           "safetensors" % (sys.executable, [c for c in candidates if c]))

@@ -79,10 +79,9 @@ struct bank_in_unknown_memory : psap::mutable_filter_bank_archetype {
 };
 static_assert(!psap::filter_bank<bank_in_unknown_memory>);
 
-// Adapters keep constness and the memory tag.
+// Raw-pointer adapters keep constness.
 static_assert(std::is_same_v<decltype(psap::filters(std::declval<const float*>(), 1, 1)), psap::matrix_view<const float>>);
-static_assert(std::is_same_v<decltype(psap::filters<psap::device_memory>(std::declval<double*>(), 1, 1)),
-                             psap::matrix_view<double, psap::device_memory>>);
+static_assert(std::is_same_v<decltype(psap::filters(std::declval<double*>(), 1, 1, 1, 1)), psap::matrix_view<double>>);
 static_assert(std::is_same_v<decltype(psap::channels(std::declval<float*>(), 1)), psap::vector_view<float>>);
 static_assert(std::is_same_v<decltype(psap::as_matrix_view(std::declval<const user_bank&>())), psap::matrix_view<double>>);
 

@@ -115,26 +115,26 @@ template <class>
 inline constexpr bool always_false = false;
 }  // namespace detail
 
-/// Raw-pointer adapters: `n` filters of `k` contiguous values each, or with
-/// explicit strides (element (i, j) at data[i*row_stride + j*col_stride]).
-/// `Memory` is host_memory unless given: psap::filters<psap::device_memory>(p, n, k).
-template <memory_space Memory = host_memory, class T>
-constexpr matrix_view<T, Memory> filters(T* data, index n, index k) {
+/// Raw-pointer adapters (host memory; device pointers: tensor/device.hpp):
+/// `n` filters of `k` contiguous values each, or with explicit strides
+/// (element (i, j) at data[i*row_stride + j*col_stride]).
+template <class T>
+constexpr matrix_view<T> filters(T* data, index n, index k) {
     static_assert(std::floating_point<std::remove_cv_t<T>>,
                   "psap::filters: a filter_bank holds floating-point values (float or double); "
                   "this pointer's element type is not floating-point");
     return {data, n, k};
 }
-template <memory_space Memory = host_memory, class T>
-constexpr matrix_view<T, Memory> filters(T* data, index n, index k, index row_stride, index col_stride) {
+template <class T>
+constexpr matrix_view<T> filters(T* data, index n, index k, index row_stride, index col_stride) {
     static_assert(std::floating_point<std::remove_cv_t<T>>,
                   "psap::filters: a filter_bank holds floating-point values (float or double); "
                   "this pointer's element type is not floating-point");
     return {data, n, k, row_stride, col_stride};
 }
 /// `n` channel values, `stride` apart.
-template <memory_space Memory = host_memory, class T>
-constexpr vector_view<T, Memory> channels(T* data, index n, index stride = 1) {
+template <class T>
+constexpr vector_view<T> channels(T* data, index n, index stride = 1) {
     static_assert(std::floating_point<std::remove_cv_t<T>>,
                   "psap::channels: a channel_vector holds floating-point values (float or double); "
                   "this pointer's element type is not floating-point");
@@ -142,7 +142,8 @@ constexpr vector_view<T, Memory> channels(T* data, index n, index stride = 1) {
 }
 
 /// Fallbacks chosen only when no adapter accepts the argument: they turn an
-/// overload-resolution failure into one readable diagnostic.
+/// overload-resolution failure into one readable diagnostic (the dummy return
+/// keeps the caller free of follow-on errors).
 template <class X>
 auto filters(X&&) {
     static_assert(detail::always_false<X>,
@@ -150,6 +151,7 @@ auto filters(X&&) {
                   "psap::filter_bank (include <psap/tensor/concepts.hpp>), an Eigen dense matrix/Map/Ref/Block or "
                   "Eigen::Tensor/TensorMap (include <psap/tensor/eigen.hpp>), or an xtensor container/view "
                   "(include <psap/tensor/xtensor.hpp>), holding float or double");
+    return matrix_view<float>{};
 }
 template <class X>
 auto channels(X&&) {
@@ -158,6 +160,7 @@ auto channels(X&&) {
                   "psap::channel_vector (include <psap/tensor/concepts.hpp>), an Eigen vector or rank-1 "
                   "Eigen::Tensor (include <psap/tensor/eigen.hpp>), or a rank-1 xtensor expression "
                   "(include <psap/tensor/xtensor.hpp>), holding float or double");
+    return vector_view<float>{};
 }
 
 }  // namespace psap

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace psap::cuda {
@@ -45,15 +47,51 @@ unsigned reduction_blocks(index n) {
     return b <= INT_MAX ? static_cast<unsigned>(b) : 0u;
 }
 
-/// Stream-ordered device scratch memory from the device's default memory pool
-/// (cudaMallocAsync), or plain cudaMalloc where memory pools are unsupported.
+/// psap's own stream-ordered memory pool on the current device (created once
+/// per device, kept for the process; the user's default pool is left alone).
+/// It keeps up to 64 MiB cached across synchronisations, so the per-call
+/// scratch memory of the launchers costs no new mapping. nullptr where the
+/// device has no memory pools.
+cudaMemPool_t psap_pool() {
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    static std::mutex mutex;
+    static std::vector<std::pair<bool, cudaMemPool_t>> pools;  // per device: (tried, pool)
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (pools.size() <= static_cast<std::size_t>(device)) pools.resize(static_cast<std::size_t>(device) + 1, {false, nullptr});
+    auto& [tried, pool] = pools[static_cast<std::size_t>(device)];
+    if (!tried) {
+        tried = true;
+        int supported = 0;
+        if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && supported) {
+            cudaMemPoolProps props{};
+            props.allocType = cudaMemAllocationTypePinned;
+            props.location.type = cudaMemLocationTypeDevice;
+            props.location.id = device;
+            if (cudaMemPoolCreate(&pool, &props) == cudaSuccess) {
+                std::uint64_t keep = std::uint64_t{64} << 20;
+                (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+            } else {
+                pool = nullptr;
+            }
+        }
+        (void)cudaGetLastError();
+    }
+    return pool;
+}
+
+/// Stream-ordered device scratch memory from psap's pool, or plain cudaMalloc
+/// (freed after a stream synchronisation) where memory pools are unsupported.
 class scratch {
 public:
     scratch(std::size_t bytes, cudaStream_t s) : stream_(s) {
         if (bytes == 0) return;
-        error_ = cudaMallocAsync(&ptr_, bytes, s);
-        if (error_ == cudaErrorNotSupported) {
-            (void)cudaGetLastError();
+        if (cudaMemPool_t pool = psap_pool()) {
+            error_ = cudaMallocFromPoolAsync(&ptr_, bytes, pool, s);
+        } else {
             async_ = false;
             error_ = cudaMalloc(&ptr_, bytes);
         }
@@ -96,8 +134,7 @@ status check_list(const char* op, const char* what, const index* list, index cou
                                    std::to_string(bound) + ")");
         if (distinct) {
             if (seen[static_cast<std::size_t>(r)])
-                return invalid(op, std::string(what) + " " + std::to_string(r) + " is listed twice; the list must hold distinct " + what +
-                                       "s");
+                return invalid(op, std::string(what) + " " + std::to_string(r) + " is listed twice; the list's entries must be distinct");
             seen[static_cast<std::size_t>(r)] = 1;
         }
     }
@@ -231,12 +268,20 @@ status first_nonfinite(dvector<const T> v, index* entry_host, cudaStream_t s) {
 // ------------------------------------------------------------------ writes
 
 namespace {
-/// Checks and stages an index list, then launches `launch(device_list)`; enqueued, not waited for.
+/// Checks an index list, then launches `launch(list)` with the list passed by
+/// value (k::inline_list, up to its capacity) or staged in device scratch
+/// memory (`const index*`). Enqueued, not waited for.
 template <class Launch>
 status with_list(const char* op, const char* what, const index* list, index count, index bound, bool distinct, cudaStream_t s,
                  Launch launch) {
     if (auto st = check_list(op, what, list, count, bound, distinct); !st) return st;
     if (count == 0) return {};
+    if (count <= k::inline_list::capacity) {
+        k::inline_list inline_rows{};
+        std::copy(list, list + count, inline_rows.v);
+        launch(inline_rows);
+        return after_launch(op);
+    }
     scratch dev(static_cast<std::size_t>(count) * sizeof(index), s);
     if (auto st = stage_list(op, list, count, dev, s); !st) return st;
     launch(static_cast<const index*>(dev.as<index>()));
@@ -246,14 +291,14 @@ status with_list(const char* op, const char* what, const index* list, index coun
 
 template <class T>
 status set_entries(dvector<T> v, const index* which, index count, T value, cudaStream_t s) {
-    return with_list("set_entries", "entry", which, count, v.size(), false, s, [&](const index* dev) {
+    return with_list("set_entries", "entry", which, count, v.size(), false, s, [&](const auto& dev) {
         k::set_entries_kernel<<<elementwise_blocks(count), k::elementwise_threads, 0, s>>>(arg(v), dev, count, value);
     });
 }
 
 template <class T>
 status scale_entries(dvector<T> v, const index* which, index count, T factor, cudaStream_t s) {
-    return with_list("scale_entries", "entry", which, count, v.size(), true, s, [&](const index* dev) {
+    return with_list("scale_entries", "entry", which, count, v.size(), true, s, [&](const auto& dev) {
         k::scale_entries_kernel<<<elementwise_blocks(count), k::elementwise_threads, 0, s>>>(arg(v), dev, count, factor);
     });
 }
@@ -269,7 +314,7 @@ status add_scaled_sign(dvector<T> grad, dvector<const T> value, T lambda, cudaSt
 
 template <class T>
 status zero_rows(dmatrix<T> w, const index* rows, index count, cudaStream_t s) {
-    return with_list("zero_rows", "row", rows, count, w.rows(), false, s, [&](const index* dev) {
+    return with_list("zero_rows", "row", rows, count, w.rows(), false, s, [&](const auto& dev) {
         if (w.cols() > 0)
             k::zero_rows_kernel<<<elementwise_blocks(count * w.cols()), k::elementwise_threads, 0, s>>>(arg(w), dev, count);
     });
@@ -277,7 +322,7 @@ status zero_rows(dmatrix<T> w, const index* rows, index count, cudaStream_t s) {
 
 template <class T>
 status scale_rows(dmatrix<T> w, const index* rows, index count, T factor, cudaStream_t s) {
-    return with_list("scale_rows", "row", rows, count, w.rows(), true, s, [&](const index* dev) {
+    return with_list("scale_rows", "row", rows, count, w.rows(), true, s, [&](const auto& dev) {
         if (w.cols() > 0)
             k::scale_rows_kernel<<<elementwise_blocks(count * w.cols()), k::elementwise_threads, 0, s>>>(arg(w), dev, count, factor);
     });
@@ -287,7 +332,7 @@ template <class T>
 status copy_rows(dmatrix<const T> src, dmatrix<T> dst, const index* rows, index count, cudaStream_t s) {
     if (src.rows() != dst.rows() || src.cols() != dst.cols())
         return invalid("copy_rows", "shapes " + shape(src.rows(), src.cols()) + " and " + shape(dst.rows(), dst.cols()) + " differ");
-    return with_list("copy_rows", "row", rows, count, src.rows(), false, s, [&](const index* dev) {
+    return with_list("copy_rows", "row", rows, count, src.rows(), false, s, [&](const auto& dev) {
         if (src.cols() > 0)
             k::copy_rows_kernel<<<elementwise_blocks(count * src.cols()), k::elementwise_threads, 0, s>>>(arg(src), arg(dst), dev, count);
     });
@@ -297,7 +342,7 @@ template <class T>
 status copy_entries(dvector<const T> src, dvector<T> dst, const index* which, index count, cudaStream_t s) {
     if (src.size() != dst.size())
         return invalid("copy_entries", "sizes " + std::to_string(src.size()) + " and " + std::to_string(dst.size()) + " differ");
-    return with_list("copy_entries", "entry", which, count, src.size(), false, s, [&](const index* dev) {
+    return with_list("copy_entries", "entry", which, count, src.size(), false, s, [&](const auto& dev) {
         k::copy_entries_kernel<<<elementwise_blocks(count), k::elementwise_threads, 0, s>>>(arg(src), arg(dst), dev, count);
     });
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -144,8 +145,21 @@ void reductions(const layout& l, std::mt19937_64& g) {
     }
 }
 
+/// Calls f(list) with the list in memory (`const index*`) or, with
+/// `by_value`, as a k::inline_list (lists longer than its capacity: in memory).
+template <class F>
+void with_list(const std::vector<index>& list, bool by_value, F f) {
+    if (by_value && list.size() <= static_cast<std::size_t>(k::inline_list::capacity)) {
+        k::inline_list l{};
+        std::copy(list.begin(), list.end(), l.v);
+        f(l);
+    } else {
+        f(static_cast<const index*>(list.data()));
+    }
+}
+
 template <class T>
-void writes(const layout& l, std::mt19937_64& g) {
+void writes_with(const layout& l, std::mt19937_64& g, bool by_value) {
     if (l.rows == 0 || l.cols == 0) return;
     auto w = random_values<T>(l.storage(), g);
     auto ref = w;
@@ -154,41 +168,60 @@ void writes(const layout& l, std::mt19937_64& g) {
     for (index r = l.rows - 1; r >= 0; r -= 2) rows.push_back(r);  // descending, every other row
     const index count = static_cast<index>(rows.size());
     auto at = [&](std::vector<T>& v, index r, index j) -> T& { return v[static_cast<std::size_t>(r * l.rs() + j * l.cs)]; };
+    auto same = [&] { return std::memcmp(w.data(), ref.data(), w.size() * sizeof(T)) == 0; };
+    const std::string where = std::to_string(l.rows) + "x" + std::to_string(l.cols) + (by_value ? " (list by value)" : " (list in memory)");
 
-    for (index e = 0; e < count * l.cols; ++e) k::scale_row_element(W, rows.data(), T(0.3), e);
+    with_list(rows, by_value, [&](const auto& list) {
+        for (index e = 0; e < count * l.cols; ++e) k::scale_row_element(W, list, T(0.3), e);
+    });
     for (index r : rows)
         for (index j = 0; j < l.cols; ++j) at(ref, r, j) *= T(0.3);
-    EXPECT(std::memcmp(w.data(), ref.data(), w.size() * sizeof(T)) == 0, "scale_rows %lldx%lld", static_cast<long long>(l.rows), static_cast<long long>(l.cols));
+    EXPECT(same(), "scale_rows %s", where.c_str());
 
     auto src = random_values<T>(static_cast<std::size_t>(l.rows * l.cols), g);
     const k::mat<const T> S{src.data(), l.rows, l.cols, l.cols, 1};
-    for (index e = 0; e < count * l.cols; ++e) k::copy_row_element(S, W, rows.data(), e);
+    with_list(rows, by_value, [&](const auto& list) {
+        for (index e = 0; e < count * l.cols; ++e) k::copy_row_element(S, W, list, e);
+    });
     for (index r : rows)
         for (index j = 0; j < l.cols; ++j) at(ref, r, j) = src[static_cast<std::size_t>(r * l.cols + j)];
-    EXPECT(std::memcmp(w.data(), ref.data(), w.size() * sizeof(T)) == 0, "copy_rows");
+    EXPECT(same(), "copy_rows %s", where.c_str());
 
-    for (index e = 0; e < count * l.cols; ++e) k::zero_row_element(W, rows.data(), e);
+    with_list(rows, by_value, [&](const auto& list) {
+        for (index e = 0; e < count * l.cols; ++e) k::zero_row_element(W, list, e);
+    });
     for (index r : rows)
         for (index j = 0; j < l.cols; ++j) at(ref, r, j) = T(0);
-    EXPECT(std::memcmp(w.data(), ref.data(), w.size() * sizeof(T)) == 0, "zero_rows");
+    EXPECT(same(), "zero_rows %s", where.c_str());
 
     // entries of a stride-2 vector
     const index n = static_cast<index>(w.size()) / 2;
     const k::vec<T> V{w.data(), n, 2};
     std::vector<index> which;
-    for (index i = 0; i < n; i += 3) which.push_back(i);
+    for (index i = n - 1; i >= 0; i -= 3) which.push_back(i);
     const index m = static_cast<index>(which.size());
-    for (index e = 0; e < m; ++e) k::scale_one(V, which.data(), T(-1.5), e);
+    with_list(which, by_value, [&](const auto& list) {
+        for (index e = 0; e < m; ++e) k::scale_one(V, list, T(-1.5), e);
+    });
     for (index i : which) ref[static_cast<std::size_t>(2 * i)] *= T(-1.5);
-    EXPECT(std::memcmp(w.data(), ref.data(), w.size() * sizeof(T)) == 0, "scale_entries");
-    for (index e = 0; e < m; ++e) k::set_one(V, which.data(), T(7), e);
+    EXPECT(same(), "scale_entries %s", where.c_str());
+    with_list(which, by_value, [&](const auto& list) {
+        for (index e = 0; e < m; ++e) k::set_one(V, list, T(7), e);
+    });
     for (index i : which) ref[static_cast<std::size_t>(2 * i)] = T(7);
-    EXPECT(std::memcmp(w.data(), ref.data(), w.size() * sizeof(T)) == 0, "set_entries");
+    EXPECT(same(), "set_entries %s", where.c_str());
+    auto other = random_values<T>(static_cast<std::size_t>(n), g);
+    with_list(which, by_value, [&](const auto& list) {
+        for (index e = 0; e < m; ++e) k::copy_entry(k::vec<const T>{other.data(), n, 1}, V, list, e);
+    });
+    for (index i : which) ref[static_cast<std::size_t>(2 * i)] = other[static_cast<std::size_t>(i)];
+    EXPECT(same(), "copy_entries %s", where.c_str());
+
     std::vector<double> read(static_cast<std::size_t>(n));
     for (index e = 0; e < n; ++e) k::read_one(k::vec<const T>{w.data(), n, 2}, read.data(), e);
     bool ok = true;
     for (index i = 0; i < n; ++i) ok = ok && same_bits(read[static_cast<std::size_t>(i)], static_cast<double>(w[static_cast<std::size_t>(2 * i)]));
-    EXPECT(ok, "read");
+    EXPECT(ok, "read %s", where.c_str());
 
     auto grad = random_values<T>(static_cast<std::size_t>(n), g);
     auto gref = grad;
@@ -197,7 +230,15 @@ void writes(const layout& l, std::mt19937_64& g) {
         const T v = w[static_cast<std::size_t>(2 * i)];
         gref[static_cast<std::size_t>(i)] += T(1e-3) * static_cast<T>((v > 0) - (v < 0));
     }
-    EXPECT(std::memcmp(grad.data(), gref.data(), grad.size() * sizeof(T)) == 0, "add_scaled_sign");
+    EXPECT(std::memcmp(grad.data(), gref.data(), grad.size() * sizeof(T)) == 0, "add_scaled_sign %s", where.c_str());
+}
+
+/// The write bodies with the index list in memory (`const index*`) and, when
+/// it fits, passed by value (k::inline_list), as the launchers do.
+template <class T>
+void writes(const layout& l, std::mt19937_64& g) {
+    writes_with<T>(l, g, false);
+    writes_with<T>(l, g, true);
 }
 
 }  // namespace
@@ -208,7 +249,7 @@ int main() {
     std::printf("psap CUDA kernel bodies on the host: seed %llu (set PSAP_TEST_SEED to change)\n", static_cast<unsigned long long>(seed));
     std::mt19937_64 g(seed);
     const std::vector<layout> layouts = {{1, 1, 1, 0},  {7, 8, 1, 0},   {33, 9, 1, 3}, {64, 576, 1, 0}, {5, 17, 3, 2},
-                                         {100, 1, 1, 0}, {3, 0, 1, 0},  {0, 5, 1, 0},  {40, 23, 2, 1}, {129, 15, 1, 1}};
+                                         {100, 1, 1, 0}, {3, 0, 1, 0},  {0, 5, 1, 0},  {40, 23, 2, 1}, {129, 15, 1, 1}, {700, 3, 1, 1}};
     for (const auto& l : layouts) {
         reductions<float>(l, g);
         reductions<double>(l, g);

@@ -41,6 +41,15 @@ struct vec {
     index n, s;
 };
 
+/// An index list passed by value as a kernel parameter (__grid_constant__:
+/// read in place, never copied per thread): the common case of the write
+/// kernels needs no staging copy. Longer lists go through device memory.
+struct inline_list {
+    static constexpr int capacity = 256;
+    index v[capacity];
+    PSAP_HOST_DEVICE index operator[](index k) const { return v[k]; }
+};
+
 inline constexpr int lanes = reduce::lanes;
 inline constexpr int rows_per_block = 32;
 inline constexpr int block_threads = rows_per_block * lanes;  ///< row-reduction blocks
@@ -139,8 +148,9 @@ PSAP_HOST_DEVICE bool is_finite(T x) {
 }
 
 /// Element e of the listed rows' elements: (rows[e / cols], e % cols).
-template <class T>
-PSAP_HOST_DEVICE T* listed_element(mat<T> w, const index* rows, index e) {
+/// L: `const index*` (device memory) or inline_list.
+template <class T, class L>
+PSAP_HOST_DEVICE T* listed_element(mat<T> w, const L& rows, index e) {
     const index k = e / w.cols, j = e % w.cols;
     return w.p + rows[k] * w.rs + j * w.cs;
 }
@@ -150,12 +160,12 @@ template <class T>
 PSAP_HOST_DEVICE void read_one(vec<const T> v, double* out, index e) {
     out[e] = double(v.p[e * v.s]);
 }
-template <class T>
-PSAP_HOST_DEVICE void set_one(vec<T> v, const index* which, T value, index e) {
+template <class T, class L>
+PSAP_HOST_DEVICE void set_one(vec<T> v, const L& which, T value, index e) {
     v.p[which[e] * v.s] = value;
 }
-template <class T>
-PSAP_HOST_DEVICE void scale_one(vec<T> v, const index* which, T factor, index e) {
+template <class T, class L>
+PSAP_HOST_DEVICE void scale_one(vec<T> v, const L& which, T factor, index e) {
     T& x = v.p[which[e] * v.s];
     x = x * factor;
 }
@@ -167,22 +177,22 @@ PSAP_HOST_DEVICE void add_scaled_sign_one(vec<T> grad, vec<const T> value, T lam
     T& g = grad.p[e * grad.s];
     g += lambda * static_cast<T>((v > 0) - (v < 0));
 }
-template <class T>
-PSAP_HOST_DEVICE void zero_row_element(mat<T> w, const index* rows, index e) {
+template <class T, class L>
+PSAP_HOST_DEVICE void zero_row_element(mat<T> w, const L& rows, index e) {
     *listed_element(w, rows, e) = T(0);
 }
-template <class T>
-PSAP_HOST_DEVICE void scale_row_element(mat<T> w, const index* rows, T factor, index e) {
+template <class T, class L>
+PSAP_HOST_DEVICE void scale_row_element(mat<T> w, const L& rows, T factor, index e) {
     T& x = *listed_element(w, rows, e);
     x = x * factor;
 }
-template <class T>
-PSAP_HOST_DEVICE void copy_row_element(mat<const T> src, mat<T> dst, const index* rows, index e) {
+template <class T, class L>
+PSAP_HOST_DEVICE void copy_row_element(mat<const T> src, mat<T> dst, const L& rows, index e) {
     const index k = e / src.cols, j = e % src.cols;
     dst.p[rows[k] * dst.rs + j * dst.cs] = src.p[rows[k] * src.rs + j * src.cs];
 }
-template <class T>
-PSAP_HOST_DEVICE void copy_entry(vec<const T> src, vec<T> dst, const index* which, index e) {
+template <class T, class L>
+PSAP_HOST_DEVICE void copy_entry(vec<const T> src, vec<T> dst, const L& which, index e) {
     dst.p[which[e] * dst.s] = src.p[which[e] * src.s];
 }
 
@@ -247,32 +257,32 @@ template <class T>
 __global__ void read_kernel(vec<const T> v, double* out) {
     PSAP_CUDA_FOR_EACH(e, v.n) read_one(v, out, e);
 }
-template <class T>
-__global__ void set_entries_kernel(vec<T> v, const index* which, index count, T value) {
+template <class T, class L>
+__global__ void set_entries_kernel(vec<T> v, const __grid_constant__ L which, index count, T value) {
     PSAP_CUDA_FOR_EACH(e, count) set_one(v, which, value, e);
 }
-template <class T>
-__global__ void scale_entries_kernel(vec<T> v, const index* which, index count, T factor) {
+template <class T, class L>
+__global__ void scale_entries_kernel(vec<T> v, const __grid_constant__ L which, index count, T factor) {
     PSAP_CUDA_FOR_EACH(e, count) scale_one(v, which, factor, e);
 }
 template <class T>
 __global__ void add_scaled_sign_kernel(vec<T> grad, vec<const T> value, T lambda) {
     PSAP_CUDA_FOR_EACH(e, grad.n) add_scaled_sign_one(grad, value, lambda, e);
 }
-template <class T>
-__global__ void zero_rows_kernel(mat<T> w, const index* rows, index count) {
+template <class T, class L>
+__global__ void zero_rows_kernel(mat<T> w, const __grid_constant__ L rows, index count) {
     PSAP_CUDA_FOR_EACH(e, count * w.cols) zero_row_element(w, rows, e);
 }
-template <class T>
-__global__ void scale_rows_kernel(mat<T> w, const index* rows, index count, T factor) {
+template <class T, class L>
+__global__ void scale_rows_kernel(mat<T> w, const __grid_constant__ L rows, index count, T factor) {
     PSAP_CUDA_FOR_EACH(e, count * w.cols) scale_row_element(w, rows, factor, e);
 }
-template <class T>
-__global__ void copy_rows_kernel(mat<const T> src, mat<T> dst, const index* rows, index count) {
+template <class T, class L>
+__global__ void copy_rows_kernel(mat<const T> src, mat<T> dst, const __grid_constant__ L rows, index count) {
     PSAP_CUDA_FOR_EACH(e, count * src.cols) copy_row_element(src, dst, rows, e);
 }
-template <class T>
-__global__ void copy_entries_kernel(vec<const T> src, vec<T> dst, const index* which, index count) {
+template <class T, class L>
+__global__ void copy_entries_kernel(vec<const T> src, vec<T> dst, const __grid_constant__ L which, index count) {
     PSAP_CUDA_FOR_EACH(e, count) copy_entry(src, dst, which, e);
 }
 

@@ -23,4 +23,8 @@ namespace trainer {
 nlohmann::json resnet_config(int depth, int num_classes = 10, int in_channels = 3, int input_h = 32,
                              int input_w = 32, char shortcut = 'A');
 
+/// Builds a ResNet from such a config (any widths and maps), initialised
+/// from seed. Throws std::invalid_argument naming the bad key.
+std::unique_ptr<model> make_resnet(const nlohmann::json& config, std::uint64_t seed = 0);
+
 }  // namespace trainer

@@ -16,4 +16,7 @@ namespace trainer {
 /// conv i and "features.<i+1>.*" for its BN; "classifier.{weight,bias}".
 nlohmann::json vgg_config(int num_classes = 10, int in_channels = 3, int input_h = 32, int input_w = 32);
 
+/// Builds a VGG-16 from such a config, initialised from seed.
+std::unique_ptr<model> make_vgg(const nlohmann::json& config, std::uint64_t seed = 0);
+
 }  // namespace trainer

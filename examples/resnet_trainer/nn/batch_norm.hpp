@@ -76,9 +76,9 @@ class batch_norm {
   std::optional<float> momentum_;
   std::int64_t num_batches_ = 0;
   float_buffer gamma_, beta_, running_mean_, running_var_, gamma_grad_, beta_grad_, gate_grad_;
-  // Per-channel state of the last train-mode forward: batch mean, 1/√(var+ε),
-  // and the affine map y = a·x + b that it amounts to.
-  float_buffer mean_, invstd_, a_, b_;
+  // Per-channel state of the last train-mode forward: batch mean and
+  // 1/√(var+ε); and of the last forward: y = (x − shift)·scale + β.
+  float_buffer mean_, invstd_, shift_, scale_;
   const tensor* input_ = nullptr;
 };
 

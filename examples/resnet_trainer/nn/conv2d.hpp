@@ -47,16 +47,15 @@ class conv2d {
   /// stay alive and unchanged until then.
   void forward(const tensor& x, tensor& y, bool train);
   /// From dy = ∂L/∂y: writes weight_grad (and bias_grad), and ∂L/∂x into *dx
-  /// unless dx is nullptr (the stem needs no input gradient).
-  void backward(const tensor& dy, tensor* dx);
+  /// unless dx is nullptr (the stem needs no input gradient); with
+  /// accumulate_dx, ∂L/∂x is added to *dx instead (a second branch).
+  void backward(const tensor& dy, tensor* dx, bool accumulate_dx = false);
 
  private:
-  void pack_weights();
+  bool is_pointwise() const;  // 1×1, stride 1, no padding: the input is its own im2col
 
   int in_c_, out_c_, kh_, kw_, stride_, pad_;
   float_buffer weight_, weight_grad_, bias_, bias_grad_;
-  float_buffer packed_;      // weights rearranged for the forward kernel
-  float_buffer packed_t_;    // transposed / flipped weights for the input gradient
   std::vector<float_buffer> col_;   // per-thread im2col workspaces
   std::vector<float_buffer> dw_;    // per-thread weight-gradient partial sums
   const tensor* input_ = nullptr;

@@ -1,0 +1,95 @@
+// Training / inference throughput of the reference trainer on synthetic data.
+// One run: warm-up iterations, then timed iterations; prints one JSON line.
+// scripts/bench_throughput.py runs this and the PyTorch equivalent interleaved.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "models/resnet.hpp"
+#include "models/vgg.hpp"
+#include "nn/cross_entropy.hpp"
+#include "nn/parallel.hpp"
+#include "nn/rng.hpp"
+#include "optim/sgd.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+struct args {
+  std::string model = "resnet20", mode = "train";
+  int channels = 3, size = 32, batch = 128, threads = 2, warmup = 3, iters = 10;
+};
+
+args parse(int argc, char** argv) {
+  args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--model") a.model = v;
+    else if (k == "--mode") a.mode = v;
+    else if (k == "--channels") a.channels = std::stoi(v);
+    else if (k == "--size") a.size = std::stoi(v);
+    else if (k == "--batch") a.batch = std::stoi(v);
+    else if (k == "--threads") a.threads = std::stoi(v);
+    else if (k == "--warmup") a.warmup = std::stoi(v);
+    else if (k == "--iters") a.iters = std::stoi(v);
+    else throw std::invalid_argument("unknown option " + k);
+  }
+  if (a.mode != "train" && a.mode != "infer") throw std::invalid_argument("--mode must be train or infer");
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const args a = parse(argc, argv);
+#ifdef _OPENMP
+  omp_set_num_threads(a.threads);
+#endif
+  nlohmann::json cfg;
+  if (a.model.rfind("resnet", 0) == 0) {
+    const bool option_b = a.model.size() > 2 && a.model.substr(a.model.size() - 2) == "-B";
+    const int depth = std::stoi(a.model.substr(6, option_b ? a.model.size() - 8 : std::string::npos));
+    cfg = trainer::resnet_config(depth, 10, a.channels, a.size, a.size, option_b ? 'B' : 'A');
+  } else if (a.model == "vgg16") {
+    cfg = trainer::vgg_config(10, a.channels, a.size, a.size);
+  } else {
+    throw std::invalid_argument("unknown model " + a.model);
+  }
+  auto m = trainer::make_model(cfg, 1);
+  trainer::rng g(7);
+  std::vector<float> x(static_cast<std::size_t>(a.batch) * a.channels * a.size * a.size);
+  for (auto& v : x) v = static_cast<float>(g.normal());
+  std::vector<std::int32_t> y(static_cast<std::size_t>(a.batch));
+  for (auto& v : y) v = static_cast<std::int32_t>(g.below(10));
+  std::vector<float> logits(static_cast<std::size_t>(a.batch) * 10), dlogits(logits.size());
+  trainer::sgd opt(*m, {0.01f, 0.9f, 0.0f, 5e-4f, true});
+  trainer::cross_entropy ce;
+  const bool train = a.mode == "train";
+  auto iteration = [&] {
+    m->forward(x.data(), a.batch, logits.data(), train);
+    if (train) {
+      ce.forward(logits.data(), y.data(), a.batch, 10);
+      ce.backward(dlogits.data());
+      m->backward(dlogits.data());
+      opt.step();
+    }
+  };
+  for (int i = 0; i < a.warmup; ++i) iteration();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < a.iters; ++i) iteration();
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("{\"impl\": \"psap\", \"model\": \"%s\", \"mode\": \"%s\", \"input\": \"%dx%dx%d\", \"batch\": %d, "
+              "\"threads\": %d, \"img_per_s\": %.2f}\n",
+              a.model.c_str(), a.mode.c_str(), a.channels, a.size, a.size, a.batch, trainer::max_threads(),
+              a.batch * a.iters / dt);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "trainer_throughput: %s\n", e.what());
+  return 2;
+}

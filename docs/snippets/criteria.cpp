@@ -75,8 +75,12 @@ struct grad_energy {
         all_reduce(std::span<double>(&count_, 1));
     }
     void save(nlohmann::json& j) const { j = {{"sum", sum_}, {"count", count_}}; }
-    void load(const nlohmann::json& j) {
-        sum_ = j.at("sum").get<std::vector<std::vector<double>>>();
+    void load(const nlohmann::json& j) {  // runs after bind(): the shapes must match
+        auto sum = j.at("sum").get<std::vector<std::vector<double>>>();
+        bool same = sum.size() == sum_.size();
+        for (std::size_t g = 0; same && g < sum.size(); ++g) same = sum[g].size() == sum_[g].size();
+        if (!same) throw psap::error("grad_energy: the saved statistics do not match the network's groups");
+        sum_ = std::move(sum);
         count_ = j.at("count").get<double>();
     }
 

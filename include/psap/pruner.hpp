@@ -263,29 +263,19 @@ public:
         return nlohmann::json::to_cbor(j);
     }
 
-    /// Restores state() output. The network must have the same structure.
+    /// Restores state() output. The network must have the same structure. On any
+    /// error the pruner is left freshly bound to `net`, never half loaded.
     void load_state(const Net& net, std::span<const std::uint8_t> blob) {
         bind(net);
-        const nlohmann::json j = parse_state(blob, fingerprint_, groups_.size());
-        steps_ = j.at("steps").get<index>();
-        iteration_ = j.at("iteration").get<index>();
-        since_step_ = j.at("since_step").get<index>();
-        for (std::size_t g = 0; g < groups_.size(); ++g) {
-            const auto& jg = j.at("groups").at(g);
-            const auto& bytes = jg.at("pruned").get_binary();
-            if (bytes.size() != groups_[g].pruned.size())
-                detail::fail("psap::pruner::load_state: group '", net.groups()[g].name, "' has ", groups_[g].pruned.size(),
-                             " channels, the state has ", bytes.size());
-            groups_[g].pruned.assign(bytes.begin(), bytes.end());
-            groups_[g].ratio = jg.at("ratio").get<double>();
-            groups_[g].budget = jg.at("budget").get<double>();
+        try {
+            load_state_json(net, parse_state(blob, fingerprint_, groups_.size()));
+        } catch (const nlohmann::json::exception& e) {
+            bind(net);
+            detail::fail("psap::pruner::load_state: the state blob is corrupt (", e.what(), "); pass the exact bytes returned by state()");
+        } catch (...) {
+            bind(net);
+            throw;
         }
-        load_policy(j.at("schedule"), schedule_);
-        load_policy(j.at("criterion"), criterion_);
-        load_policy(j.at("protect"), protect_);
-        load_policy(j.at("reconstruct"), reconstruct_);
-        load_snapshots(j.at("snapshots"));
-        log_ = j.at("log").get<std::vector<step_log>>();
     }
 
     /// Combine observe() statistics across data-parallel workers at each step.
@@ -352,6 +342,38 @@ private:
         }
     }
 
+    void load_state_json(const Net& net, const nlohmann::json& j) {
+        steps_ = j.at("steps").get<index>();
+        iteration_ = j.at("iteration").get<index>();
+        since_step_ = j.at("since_step").get<index>();
+        if (steps_ < 0 || iteration_ < 0 || since_step_ < 0)
+            detail::fail("psap::pruner::load_state: negative step or iteration counters; the state blob is corrupt");
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            const auto& jg = j.at("groups").at(g);
+            const auto& bytes = jg.at("pruned").get_binary();
+            const auto& name = net.groups()[g].name;
+            if (bytes.size() != groups_[g].pruned.size())
+                detail::fail("psap::pruner::load_state: group '", name, "' has ", groups_[g].pruned.size(), " channels, the state has ",
+                             bytes.size());
+            for (auto b : bytes)
+                if (b > 1)
+                    detail::fail("psap::pruner::load_state: the mask of group '", name, "' holds the value ", int(b),
+                                 "; the state blob is corrupt");
+            groups_[g].pruned.assign(bytes.begin(), bytes.end());
+            groups_[g].ratio = jg.at("ratio").get<double>();
+            groups_[g].budget = jg.at("budget").get<double>();
+            if (!(groups_[g].ratio >= 0 && groups_[g].ratio < 1) || !(groups_[g].budget >= 0 && groups_[g].budget < 1))
+                detail::fail("psap::pruner::load_state: group '", name, "' has ratio ", groups_[g].ratio, " and budget ",
+                             groups_[g].budget, " outside [0, 1); the state blob is corrupt");
+        }
+        load_policy(j.at("schedule"), schedule_);
+        load_policy(j.at("criterion"), criterion_);
+        load_policy(j.at("protect"), protect_);
+        load_policy(j.at("reconstruct"), reconstruct_);
+        load_snapshots(j.at("snapshots"));
+        log_ = j.at("log").get<std::vector<step_log>>();
+    }
+
     void check_scores(const Net& net, const std::vector<std::vector<double>>& scores) const {
         for (std::size_t g = 0; g < scores.size(); ++g)
             for (std::size_t c = 0; c < scores[g].size(); ++c)
@@ -408,6 +430,7 @@ private:
     }
     template <class P>
     static void load_policy(const nlohmann::json& j, P& p) {
+        if (!j.is_object()) detail::fail("psap::pruner::load_state: a policy's state is ", j.type_name(), ", not an object; the state blob is corrupt");
         if constexpr (requires { p.load(j); }) p.load(j);
     }
 

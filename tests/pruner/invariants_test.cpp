@@ -26,7 +26,7 @@ using psap::index;
 using namespace psap_test;
 using net_t = psap::network<float>;
 
-constexpr std::uint64_t seeds = 6;
+constexpr std::uint64_t seeds = 4;
 
 model_spec spec_for(std::uint64_t seed, bool all_bn) {
     random_options o;

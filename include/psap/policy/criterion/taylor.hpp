@@ -92,9 +92,19 @@ struct taylor {
     }
 
     void save(nlohmann::json& j) const { j = {{"sum", sum_}, {"avg", avg_}, {"count", count_}, {"have_avg", have_avg_}}; }
+    /// After bind(): the state must match the bound network's group sizes.
     void load(const nlohmann::json& j) {
-        sum_ = j.at("sum").get<std::vector<std::vector<double>>>();
-        avg_ = j.at("avg").get<std::vector<std::vector<double>>>();
+        auto sum = j.at("sum").get<std::vector<std::vector<double>>>();
+        auto avg = j.at("avg").get<std::vector<std::vector<double>>>();
+        auto shape_of = [](const std::vector<std::vector<double>>& v) {
+            std::vector<std::size_t> s;
+            for (const auto& x : v) s.push_back(x.size());
+            return s;
+        };
+        if (shape_of(sum) != shape_of(sum_) || shape_of(avg) != shape_of(avg_))
+            detail::fail("psap::taylor: the saved statistics do not match the network's groups; the state blob is corrupt");
+        sum_ = std::move(sum);
+        avg_ = std::move(avg);
         count_ = j.at("count").get<double>();
         have_avg_ = j.at("have_avg").get<bool>();
     }

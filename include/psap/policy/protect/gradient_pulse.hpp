@@ -152,13 +152,24 @@ struct gradient_pulse {
     }
 
     void save(nlohmann::json& j) const { j = {{"acc", acc_}, {"count", count_}}; }
+    /// After bind(): the state must match the bound network's group sizes.
     void load(const nlohmann::json& j) {
-        acc_ = j.at("acc").get<std::vector<std::vector<double>>>();
+        auto acc = j.at("acc").get<std::vector<std::vector<double>>>();
+        if (!same_shape(acc, acc_))
+            detail::fail("psap::gradient_pulse: the saved statistics do not match the network's groups; the state blob is corrupt");
+        acc_ = std::move(acc);
         count_ = j.at("count").get<double>();
         pulses_.assign(acc_.size(), 0);
     }
 
 private:
+    static bool same_shape(const std::vector<std::vector<double>>& a, const std::vector<std::vector<double>>& b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (a[i].size() != b[i].size()) return false;
+        return true;
+    }
+
     /// Indices passing `keep`, by decreasing statistic, ties by index.
     template <class Pred>
     static std::vector<index> ranked(const std::vector<double>& stat, Pred keep) {

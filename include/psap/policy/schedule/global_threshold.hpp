@@ -35,6 +35,8 @@ struct global_threshold {
         const auto sizes = ctx.costs.group_sizes();
         const std::size_t n = sizes.size();
         plan.resize(n);
+        if (!(p_max >= 0 && p_max < 1))
+            detail::fail("psap::global_threshold: p_max ", p_max, " is outside [0, 1); it is the largest fraction of a group to prune");
         plan.budget_now = ctx.target.target * ramp_fraction(ramp, ctx.info.progress, ramp_end);
         if (plan.budget_now <= 0) return;
         if (ctx.scores.size() != n) detail::fail("psap::global_threshold: needs criterion scores for every group");

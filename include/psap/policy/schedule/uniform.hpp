@@ -39,6 +39,8 @@ struct uniform {
         const auto sizes = ctx.costs.group_sizes();
         const std::size_t n = sizes.size();
         plan.resize(n);
+        if (!(p_max >= 0 && p_max < 1))
+            detail::fail("psap::", who, ": p_max ", p_max, " is outside [0, 1); it is the largest fraction of a group to prune");
         if (fixed_ratio >= 0) {
             if (fixed_ratio >= 1) detail::fail("psap::", who, ": fixed_ratio ", fixed_ratio, " is outside [0, 1)");
             const double r = fixed_ratio * ramp_fraction(ramp, ctx.info.progress, ramp_end);

@@ -11,6 +11,7 @@
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xarray.hpp>
+#include <xtensor/xfixed.hpp>
 #include <xtensor/xmanipulation.hpp>
 #include <xtensor/xstrided_view.hpp>
 #include <xtensor/xtensor.hpp>
@@ -97,6 +98,12 @@ TEST_CASE("rank-4 conv weights (N, C, kh, kw), both layouts") {
     SUBCASE("xtensor<float, 4> column-major") {
         xt::xtensor<float, 4, cm> w = xt::zeros<float>({2, 3, 3, 3});
         check_conv_weight(psap::filters(w), w, false);
+    }
+    SUBCASE("xtensor_fixed row-major") {
+        xt::xtensor_fixed<float, xt::xshape<3, 2, 2, 2>> w = xt::zeros<float>({3, 2, 2, 2});
+        const auto v = psap::filters(w);
+        CHECK(v.data() == w.data());
+        check_conv_weight(v, w, true);
     }
     SUBCASE("unit dimensions (xtensor strides them 0) are skipped") {
         xt::xtensor<float, 4> w = xt::zeros<float>({4, 1, 2, 2});

@@ -10,7 +10,8 @@
 /// An expression whose fan-in cannot be described by one stride (e.g. a view
 /// that skips every other channel) raises psap::error: copy it first.
 /// The view aliases the expression's storage: it must not outlive it, and an
-/// owning temporary (an xarray / xtensor rvalue) is rejected at compile time.
+/// owning temporary (an xarray / xtensor / xtensor_fixed rvalue) is rejected
+/// at compile time.
 
 #include <psap/error.hpp>
 #include <psap/tensor/concepts.hpp>
@@ -50,6 +51,8 @@ template <class EC, xt::layout_type L, class SC, class Tag>
 inline constexpr bool xtensor_owning<xt::xarray_container<EC, L, SC, Tag>> = true;
 template <class EC, std::size_t N, xt::layout_type L, class Tag>
 inline constexpr bool xtensor_owning<xt::xtensor_container<EC, N, L, Tag>> = true;
+template <class ET, class S, xt::layout_type L, bool SH, class Tag>
+inline constexpr bool xtensor_owning<xt::xfixed_container<ET, S, L, SH, Tag>> = true;
 
 template <class Shape, class Strides>
 std::string describe_layout(const Shape& shape, const Strides& strides) {
@@ -108,7 +111,8 @@ auto filters(E&& e) {
                   "psap::filters: a filter_bank holds floating-point values (float or double); "
                   "this xtensor expression's value_type is not floating-point");
     static_assert(std::is_lvalue_reference_v<E> || !detail::xtensor_owning<std::remove_cvref_t<E>>,
-                  "psap::filters: the argument is a temporary xt::xarray / xt::xtensor; the view would dangle. "
+                  "psap::filters: the argument is a temporary xt::xarray / xt::xtensor / xt::xtensor_fixed; "
+                  "the view would dangle. "
                   "Pass the container that owns the weights (an lvalue)");
     if (e.dimension() < 2)
         detail::fail("psap::filters: an xtensor expression needs rank >= 2 (filters x fan-in...), got rank ", e.dimension(),
@@ -134,7 +138,8 @@ auto channels(E&& e) {
                   "psap::channels: a channel_vector holds floating-point values (float or double); "
                   "this xtensor expression's value_type is not floating-point");
     static_assert(std::is_lvalue_reference_v<E> || !detail::xtensor_owning<std::remove_cvref_t<E>>,
-                  "psap::channels: the argument is a temporary xt::xarray / xt::xtensor; the view would dangle. "
+                  "psap::channels: the argument is a temporary xt::xarray / xt::xtensor / xt::xtensor_fixed; "
+                  "the view would dangle. "
                   "Pass the container that owns the values (an lvalue)");
     if (e.dimension() != 1)
         detail::fail("psap::channels: expected a rank-1 xtensor expression (one value per channel), got rank ",

@@ -1,6 +1,6 @@
 #pragma once
 /// \file presets.hpp
-/// PSAP and every baseline of docs/baselines.md as ready-made pruners.
+/// PSAP and every baseline of docs/criteria.md and docs/schedules.md as ready-made pruners.
 /// Each takes the budget and the number of training epochs; every policy
 /// stays reachable afterwards (p.schedule().eta = 0.3, ...).
 

@@ -35,7 +35,11 @@ PSAP_HOST_DEVICE inline double binary(const T* x, long sx, const U* y, long sy, 
         for (; j + lanes <= n; j += lanes)
             for (int l = 0; l < lanes; ++l) acc[l] += op(double(x[(j + l) * sx]), double(y[(j + l) * sy]));
     }
-    for (int l = 0; j < n; ++j, ++l) acc[l] += op(double(x[j * sx]), double(y[j * sy]));
+    // The tail (< 8 elements) continues lane by lane; written with a bounded
+    // lane index so that no compiler can see acc[] overrun when n is a constant.
+    const long rest = n - j;
+    for (int l = 0; l < lanes; ++l)
+        if (l < rest) acc[l] += op(double(x[(j + l) * sx]), double(y[(j + l) * sy]));
     return combine(acc);
 }
 

@@ -48,7 +48,7 @@ struct pruning_result {
         return j;
     }
 
-    /// One row per layer: layer,out_before,out_after,ratio,in_before,in_after,macs_before,macs_after,params_before,params_after
+    /// One row per layer: layer,out_before,out_after,pruned_ratio,in_before,in_after,macs_before,macs_after,params_before,params_after
     std::string to_csv() const {
         std::ostringstream os;
         os << "layer,out_before,out_after,pruned_ratio,in_before,in_after,macs_before,macs_after,params_before,params_after\n";

@@ -34,7 +34,7 @@ struct lp_norm {
             const auto& grp = net.groups()[g];
             auto& out = scores[g];
             std::fill(out.begin(), out.end(), 0.0);
-            std::vector<double> norm(out.size()), gamma(out.size()), var(out.size(), 1.0);
+            std::vector<double> norm(out.size()), gamma(out.size()), var(out.size());
             for (std::size_t m = 0; m < grp.members.size(); ++m) {
                 const auto mv = member_of(net, static_cast<index>(g), m);
                 if constexpr (P == 1)
@@ -45,7 +45,11 @@ struct lp_norm {
                 }
                 if (fold_bn && mv.bn) {
                     B::read(mv.bn->gamma, gamma);
-                    if (!mv.bn->running_var.empty()) B::read(mv.bn->running_var, var);
+                    // Without running statistics the fold uses variance 1 (no rescaling).
+                    if (mv.bn->running_var.empty())
+                        std::fill(var.begin(), var.end(), 1.0);
+                    else
+                        B::read(mv.bn->running_var, var);
                     for (std::size_t i = 0; i < out.size(); ++i)
                         out[i] += std::abs(gamma[i]) * norm[i] / std::sqrt(std::max(var[i], 0.0) + mv.bn->eps);
                 } else {

@@ -19,7 +19,7 @@ namespace psap {
 /// Semantics: after apply(), a restored channel holds exactly its snapshot;
 /// a channel pruned by a "hard" policy outputs exactly zero and stays so
 /// across after_update(); apply() with no changes is idempotent. Optional:
-/// mask_gradients(net, groups), called from observe() before the optimizer
+/// mask_gradients_of(net, groups), called from observe() before the optimizer
 /// step; finish(net, groups, snapshots), called from finalize().
 template <class R, class Net>
 concept reconstructor_for =

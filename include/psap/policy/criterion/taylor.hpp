@@ -67,9 +67,20 @@ struct taylor {
     }
 
     template <class Net>
-    void score(const Net& net, const step_context&, std::span<std::vector<double>> scores) {
-        if (count_ <= 0)
+    void score(const Net& net, const step_context& ctx, std::span<std::vector<double>> scores) {
+        if (count_ <= 0) {
+            // A step at init (before any training) has nothing to rank yet: all
+            // channels score 0. Later, a step without observations is a usage error.
+            if (ctx.info.step == 0 && !have_avg_) {
+                for (auto& s : scores) std::fill(s.begin(), s.end(), 0.0);
+                return;
+            }
+            if (have_avg_) {
+                for (std::size_t g = 0; g < scores.size(); ++g) scores[g] = avg_[g];
+                return;
+            }
             detail::fail("psap::taylor: no gradients were observed since the last step; call observe() after every backward pass");
+        }
         (void)net;
         for (std::size_t g = 0; g < scores.size(); ++g)
             for (std::size_t i = 0; i < scores[g].size(); ++i) {

@@ -417,6 +417,7 @@ nlohmann::json describe(const any_pruner<Net>& p) {
             {"total_epochs", o.total_epochs},
             {"final_phase", o.final_phase},
             {"keep_multiple", o.keep_multiple},
+            {"check_finite", o.check_finite},
             {"schedule", q.schedule().config()},
             {"criterion", q.criterion().config()},
             {"protect", q.protector().config()},

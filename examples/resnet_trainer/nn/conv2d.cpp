@@ -1,4 +1,3 @@
-#include "nn/eigen.hpp"  // first: see the note there
 #include "nn/conv2d.hpp"
 
 #include <algorithm>
@@ -7,37 +6,65 @@
 #include <stdexcept>
 #include <string>
 
+#include "nn/gemm_kernels.hpp"
 #include "nn/parallel.hpp"
 
 namespace trainer {
 
 namespace {
 
-using matrix_map = Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>, Eigen::Unaligned>;
-using const_matrix_map =
-    Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>, Eigen::Unaligned>;
+using std::ptrdiff_t;
+
+ptrdiff_t round_up(ptrdiff_t x, ptrdiff_t m) { return (x + m - 1) / m * m; }
 
 struct geometry {
   int c, h, w, kh, kw, stride, pad, ho, wo;
   int p() const { return ho * wo; }
 };
 
-// Range of output columns ox whose input column ox·1 − pad + kx lies in [0, w).
-inline void valid_range(const geometry& g, int kx, int& lo, int& hi) {
-  lo = std::clamp(g.pad - kx, 0, g.wo);
-  hi = std::clamp(g.w + g.pad - kx, lo, g.wo);
+// Grows a buffer to at least n floats; new memory is zero, so the slack the
+// kernels read past a row end is always finite.
+float* reserve(float_buffer& b, std::size_t n) {
+  if (b.size() < n) b.resize(n, 0.0f);
+  return b.data();
 }
 
-// col[(c·kh + ky)·kw + kx][oy·wo + ox] = x[c][oy·s − pad + ky][ox·s − pad + kx] (0 outside).
-void im2col(const float* x, const geometry& g, float* col) {
+// Copies `planes` planes of h × w into planes of (h + 2·ph) × (w + 2·pw) with a
+// zero border.
+void pad_planes(const float* x, int planes, int h, int w, int ph, int pw, float* out) {
+  const int hp = h + 2 * ph, wp = w + 2 * pw;
+  for (int c = 0; c < planes; ++c) {
+    float* o = out + static_cast<ptrdiff_t>(c) * hp * wp;
+    const float* src = x + static_cast<ptrdiff_t>(c) * h * w;
+    std::fill(o, o + ph * wp, 0.0f);
+    for (int y = 0; y < h; ++y) {
+      float* row = o + static_cast<ptrdiff_t>(y + ph) * wp;
+      std::fill(row, row + pw, 0.0f);
+      std::copy(src + static_cast<ptrdiff_t>(y) * w, src + static_cast<ptrdiff_t>(y + 1) * w, row + pw);
+      std::fill(row + pw + w, row + wp, 0.0f);
+    }
+    std::fill(o + static_cast<ptrdiff_t>(h + ph) * wp, o + static_cast<ptrdiff_t>(hp) * wp, 0.0f);
+  }
+}
+
+// Row offsets of the implicit im2col: row (c, ky, kx) is the window of plane
+// c of a padded image (planes of hp × wp) starting at (ky, kx).
+void shifted_offsets(int c, int kh, int kw, int hp, int wp, ptrdiff_t* off) {
+  for (int ch = 0; ch < c; ++ch)
+    for (int ky = 0; ky < kh; ++ky)
+      for (int kx = 0; kx < kw; ++kx)
+        *off++ = static_cast<ptrdiff_t>(ch) * hp * wp + static_cast<ptrdiff_t>(ky) * wp + kx;
+}
+
+// col[(c·kh + ky)·kw + kx][oy·wo + ox] = x[c][oy·s − pad + ky][ox·s − pad + kx]
+// (0 outside); rows have stride ldp and are zero in [P, ldp).
+void im2col(const float* x, const geometry& g, ptrdiff_t ldp, float* col) {
   const int p = g.p();
   for (int c = 0; c < g.c; ++c) {
-    const float* xc = x + static_cast<std::size_t>(c) * g.h * g.w;
+    const float* xc = x + static_cast<ptrdiff_t>(c) * g.h * g.w;
     for (int ky = 0; ky < g.kh; ++ky) {
       for (int kx = 0; kx < g.kw; ++kx) {
-        float* row = col + static_cast<std::size_t>((c * g.kh + ky) * g.kw + kx) * p;
-        int lo = 0, hi = g.wo;
-        if (g.stride == 1) valid_range(g, kx, lo, hi);
+        float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ldp;
         for (int oy = 0; oy < g.ho; ++oy) {
           float* dst = row + oy * g.wo;
           const int iy = oy * g.stride - g.pad + ky;
@@ -45,16 +72,33 @@ void im2col(const float* x, const geometry& g, float* col) {
             std::fill(dst, dst + g.wo, 0.0f);
             continue;
           }
-          const float* src = xc + static_cast<std::size_t>(iy) * g.w;
-          if (g.stride == 1) {
-            std::fill(dst, dst + lo, 0.0f);
-            std::memcpy(dst + lo, src + lo - g.pad + kx, sizeof(float) * static_cast<std::size_t>(hi - lo));
-            std::fill(dst + hi, dst + g.wo, 0.0f);
-          } else {
-            for (int ox = 0; ox < g.wo; ++ox) {
-              const int ix = ox * g.stride - g.pad + kx;
-              dst[ox] = (ix >= 0 && ix < g.w) ? src[ix] : 0.0f;
-            }
+          const float* src = xc + static_cast<ptrdiff_t>(iy) * g.w;
+          for (int ox = 0; ox < g.wo; ++ox) {
+            const int ix = ox * g.stride - g.pad + kx;
+            dst[ox] = (ix >= 0 && ix < g.w) ? src[ix] : 0.0f;
+          }
+        }
+        std::fill(row + p, row + ldp, 0.0f);
+      }
+    }
+  }
+}
+
+// Adjoint of im2col: x[c][iy][ix] += col[...] for every tap that read it.
+void col2im_add(const float* col, const geometry& g, ptrdiff_t ldp, float* x) {
+  for (int c = 0; c < g.c; ++c) {
+    float* xc = x + static_cast<ptrdiff_t>(c) * g.h * g.w;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ldp;
+        for (int oy = 0; oy < g.ho; ++oy) {
+          const int iy = oy * g.stride - g.pad + ky;
+          if (iy < 0 || iy >= g.h) continue;
+          const float* src = row + oy * g.wo;
+          float* dst = xc + static_cast<ptrdiff_t>(iy) * g.w;
+          for (int ox = 0; ox < g.wo; ++ox) {
+            const int ix = ox * g.stride - g.pad + kx;
+            if (ix >= 0 && ix < g.w) dst[ix] += src[ox];
           }
         }
       }
@@ -62,32 +106,19 @@ void im2col(const float* x, const geometry& g, float* col) {
   }
 }
 
-// Adjoint of im2col: x[c][iy][ix] += col[...] for every tap that read it.
-void col2im_add(const float* col, const geometry& g, float* x) {
-  const int p = g.p();
-  for (int c = 0; c < g.c; ++c) {
-    float* xc = x + static_cast<std::size_t>(c) * g.h * g.w;
-    for (int ky = 0; ky < g.kh; ++ky) {
-      for (int kx = 0; kx < g.kw; ++kx) {
-        const float* row = col + static_cast<std::size_t>((c * g.kh + ky) * g.kw + kx) * p;
-        int lo = 0, hi = g.wo;
-        if (g.stride == 1) valid_range(g, kx, lo, hi);
-        for (int oy = 0; oy < g.ho; ++oy) {
-          const int iy = oy * g.stride - g.pad + ky;
-          if (iy < 0 || iy >= g.h) continue;
-          const float* src = row + oy * g.wo;
-          float* dst = xc + static_cast<std::size_t>(iy) * g.w;
-          if (g.stride == 1) {
-            float* d = dst - g.pad + kx;
-#pragma omp simd
-            for (int ox = lo; ox < hi; ++ox) d[ox] += src[ox];
-          } else {
-            for (int ox = 0; ox < g.wo; ++ox) {
-              const int ix = ox * g.stride - g.pad + kx;
-              if (ix >= 0 && ix < g.w) dst[ix] += src[ox];
-            }
-          }
-        }
+// Copies planes of rows w wide into rows of stride ld (dropping or adding
+// columns), optionally adding, optionally adding a per-plane bias.
+void copy_rows(const float* src, ptrdiff_t src_ld, float* dst, ptrdiff_t dst_ld, int planes, int h, int w,
+               ptrdiff_t src_plane, ptrdiff_t dst_plane, bool add, const float* bias) {
+  for (int c = 0; c < planes; ++c) {
+    const float b = bias != nullptr ? bias[c] : 0.0f;
+    for (int y = 0; y < h; ++y) {
+      const float* s = src + c * src_plane + y * src_ld;
+      float* d = dst + c * dst_plane + y * dst_ld;
+      if (add) {
+        for (int x = 0; x < w; ++x) d[x] += s[x] + b;
+      } else {
+        for (int x = 0; x < w; ++x) d[x] = s[x] + b;
       }
     }
   }
@@ -126,7 +157,9 @@ void conv2d::init_default(rng& g) {
   for (auto& b : bias_) b = static_cast<float>(g.uniform(-bound, bound));
 }
 
-bool conv2d::is_pointwise() const { return kh_ == 1 && kw_ == 1 && stride_ == 1 && pad_ == 0; }
+bool conv2d::use_shifted(int out_w) const {
+  return stride_ == 1 && out_w >= 16 && pad_ <= kh_ - 1 && pad_ <= kw_ - 1;
+}
 
 void conv2d::forward(const tensor& x, tensor& y, bool train) {
   const shape4 xs = x.shape();
@@ -138,27 +171,38 @@ void conv2d::forward(const tensor& x, tensor& y, bool train) {
     throw std::invalid_argument("conv2d::forward: input " + std::to_string(xs.h) + "x" + std::to_string(xs.w) +
                                 " is smaller than the kernel");
   y.resize({xs.n, out_c_, g.ho, g.wo});
-  const int p = g.p(), k = fan_in();
-  const bool direct = is_pointwise();
-  const int threads = max_threads();
-  if (!direct) {
-    col_.resize(static_cast<std::size_t>(threads));
-    for (auto& c : col_) c.resize(static_cast<std::size_t>(k) * static_cast<std::size_t>(p));
+  const int k = fan_in();
+  packed_.resize(kernels::packed_size(out_c_, k));
+  kernels::pack_a(weight_.data(), out_c_, k, k, 1, packed_.data());
+  ws_.resize(static_cast<std::size_t>(max_threads()));
+  const bool shifted = use_shifted(g.wo);
+  const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_;
+  const ptrdiff_t ldp = round_up(g.p(), kernels::dot_granule);
+  std::vector<ptrdiff_t> boff(static_cast<std::size_t>(k));
+  if (shifted) {
+    shifted_offsets(in_c_, kh_, kw_, hp, wp, boff.data());
+  } else {
+    for (int i = 0; i < k; ++i) boff[static_cast<std::size_t>(i)] = i * ldp;
   }
-  const const_matrix_map wt(weight_.data(), k, out_c_);  // Wᵀ: fan_in × out (OIHW row-major)
+  const float* bias = has_bias() ? bias_.data() : nullptr;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < xs.n; ++n) {
-    const float* cp = x.sample(n);
-    if (!direct) {
-      float* col = col_[static_cast<std::size_t>(thread_id())].data();
-      im2col(x.sample(n), g, col);
-      cp = col;
+    workspace& w = ws_[static_cast<std::size_t>(thread_id())];
+    if (shifted) {
+      // Output computed on the padded-width grid (ho × wp); the wp − wo extra
+      // columns per row are dropped when copying out.
+      float* xp = reserve(w.in, static_cast<std::size_t>(in_c_) * hp * wp + kernels::b_slack + kw_);
+      pad_planes(x.sample(n), in_c_, xs.h, xs.w, pad_, pad_, xp);
+      const ptrdiff_t nn = static_cast<ptrdiff_t>(g.ho) * wp;
+      float* out = reserve(w.out, static_cast<std::size_t>(out_c_ * nn));
+      kernels::gemm_rows(out_c_, nn, k, packed_.data(), xp, boff.data(), out, nn, false);
+      copy_rows(out, wp, y.sample(n), g.wo, out_c_, g.ho, g.wo, nn, g.p(), false, bias);
+    } else {
+      float* col = reserve(w.in, static_cast<std::size_t>(k * ldp + kernels::b_slack));
+      im2col(x.sample(n), g, ldp, col);
+      kernels::gemm_rows(out_c_, g.p(), k, packed_.data(), col, boff.data(), y.sample(n), g.p(), false);
+      if (bias != nullptr) copy_rows(y.sample(n), g.p(), y.sample(n), g.p(), out_c_, 1, g.p(), g.p(), g.p(), false, bias);
     }
-    // Yᵀ[p, o] = colᵀ[p, k] · Wᵀ[k, o]: the long pixel dimension is the GEMM's M.
-    matrix_map yt(y.sample(n), p, out_c_);
-    yt.noalias() = const_matrix_map(cp, p, k) * wt;
-    if (has_bias())
-      for (int o = 0; o < out_c_; ++o) yt.col(o).array() += bias_[static_cast<std::size_t>(o)];
   }
   input_ = train ? &x : nullptr;
 }
@@ -170,43 +214,110 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
   const geometry g{in_c_, xs.h, xs.w, kh_, kw_, stride_, pad_, out_h(xs.h), out_w(xs.w)};
   if (dy.shape() != shape4{xs.n, out_c_, g.ho, g.wo})
     throw std::invalid_argument("conv2d::backward: gradient shape does not match the forward output");
-  const int p = g.p(), k = fan_in();
-  const bool direct = is_pointwise();
-  const int threads = max_threads();
+  const int k = fan_in(), threads = max_threads();
   const std::size_t wsize = weight_.size();
-  col_.resize(static_cast<std::size_t>(threads));
+  ws_.resize(static_cast<std::size_t>(threads));
   dw_.resize(static_cast<std::size_t>(threads));
-  for (int t = 0; t < threads; ++t) {
-    if (!direct) col_[static_cast<std::size_t>(t)].resize(static_cast<std::size_t>(k) * static_cast<std::size_t>(p));
-    dw_[static_cast<std::size_t>(t)].assign(wsize + bias_.size(), 0.0f);
+  for (auto& d : dw_) d.assign(wsize, 0.0f);
+  if (dx != nullptr) dx->resize(xs);
+
+  const bool shifted = use_shifted(g.wo);
+  // Forward operand layout (for the weight gradient).
+  const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_;
+  const ptrdiff_t ldp = round_up(g.p(), kernels::dot_granule);
+  // Shifted: the weight gradient reads output-gradient rows on the padded-width
+  // grid (zero in the extra columns); explicit: rows of ldp with a zero tail.
+  const ptrdiff_t lda = shifted ? round_up(static_cast<ptrdiff_t>(g.ho) * wp, kernels::dot_granule) : ldp;
+  std::vector<ptrdiff_t> boff(static_cast<std::size_t>(k));
+  if (shifted) {
+    shifted_offsets(in_c_, kh_, kw_, hp, wp, boff.data());
+  } else {
+    for (int i = 0; i < k; ++i) boff[static_cast<std::size_t>(i)] = i * ldp;
   }
+  // Input gradient. Shifted: a stride-1 conv of the output gradient padded by
+  // (k − 1 − pad) with the flipped, transposed kernel. Explicit: dcol = Wᵀ·dY,
+  // then col2im.
+  const int kd = out_c_ * kh_ * kw_;
+  const int ph = kh_ - 1 - pad_, pw = kw_ - 1 - pad_;
+  const int hp2 = g.ho + 2 * ph, wp2 = g.wo + 2 * pw;
+  std::vector<ptrdiff_t> boff2;
   if (dx != nullptr) {
-    dx->resize(xs);
-    if (!accumulate_dx) std::fill(dx->data(), dx->data() + dx->size(), 0.0f);
-  }
-  const const_matrix_map wt(weight_.data(), k, out_c_);
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < xs.n; ++n) {
-    const std::size_t t = static_cast<std::size_t>(thread_id());
-    float* col = direct ? nullptr : col_[t].data();
-    const const_matrix_map d(dy.sample(n), p, out_c_);  // dYᵀ: p × out
-    matrix_map dwt(dw_[t].data(), k, out_c_);            // dWᵀ, i.e. dW in OIHW
-    if (direct) {
-      dwt.noalias() += const_matrix_map(x.sample(n), p, k).transpose() * d;
+    if (shifted) {
+      std::vector<float> flipped(static_cast<std::size_t>(in_c_) * static_cast<std::size_t>(kd));
+      for (int o = 0; o < out_c_; ++o)
+        for (int c = 0; c < in_c_; ++c)
+          for (int ky = 0; ky < kh_; ++ky)
+            for (int kx = 0; kx < kw_; ++kx)
+              flipped[static_cast<std::size_t>(c * kd + (o * kh_ + ky) * kw_ + kx)] =
+                  weight_[static_cast<std::size_t>(((o * in_c_ + c) * kh_ + (kh_ - 1 - ky)) * kw_ + (kw_ - 1 - kx))];
+      packed_.resize(kernels::packed_size(in_c_, kd));
+      kernels::pack_a(flipped.data(), in_c_, kd, kd, 1, packed_.data());
+      boff2.resize(static_cast<std::size_t>(kd));
+      shifted_offsets(out_c_, kh_, kw_, hp2, wp2, boff2.data());
     } else {
-      im2col(x.sample(n), g, col);
-      dwt.noalias() += const_matrix_map(col, p, k).transpose() * d;
+      packed_.resize(kernels::packed_size(k, out_c_));
+      kernels::pack_a(weight_.data(), k, out_c_, 1, k, packed_.data());  // Wᵀ: k × out
+      boff2.resize(static_cast<std::size_t>(out_c_));
+      for (int o = 0; o < out_c_; ++o) boff2[static_cast<std::size_t>(o)] = o * ldp;
     }
-    if (has_bias())
-      for (int o = 0; o < out_c_; ++o) dw_[t][wsize + static_cast<std::size_t>(o)] += d.col(o).sum();
-    if (dx != nullptr) {
-      if (direct) {
-        matrix_map dxn(dx->sample(n), p, k);
-        dxn.noalias() += d * wt.transpose();
-      } else {
-        matrix_map dcol(col, p, k);
-        dcol.noalias() = d * wt.transpose();
-        col2im_add(col, g, dx->sample(n));
+  }
+  // Small explicit planes: several images per weight-gradient call, so the
+  // kernel's horizontal sums are amortised over ≥ 512 products.
+  const int chunk = shifted ? 1 : static_cast<int>(std::clamp<ptrdiff_t>(512 / ldp, 1, 16));
+
+#pragma omp parallel
+  {
+    const int t = thread_id(), nt = max_threads();
+    workspace& w = ws_[static_cast<std::size_t>(t)];
+    float* dwt = dw_[static_cast<std::size_t>(t)].data();
+    const int begin = static_cast<int>(static_cast<long>(xs.n) * t / nt);
+    const int end = static_cast<int>(static_cast<long>(xs.n) * (t + 1) / nt);
+    for (int n0 = begin; n0 < end; n0 += chunk) {
+      const int cn = std::min(chunk, end - n0);
+      if (shifted) {
+        float* xp = reserve(w.in, static_cast<std::size_t>(in_c_) * hp * wp + kernels::b_slack + kw_);
+        pad_planes(x.sample(n0), in_c_, xs.h, xs.w, pad_, pad_, xp);
+        float* a = reserve(w.grad, static_cast<std::size_t>(out_c_ * lda));
+        for (int o = 0; o < out_c_; ++o) {
+          float* row = a + o * lda;
+          const float* src = dy.plane(n0, o);
+          for (int yy = 0; yy < g.ho; ++yy) {
+            std::copy(src + yy * g.wo, src + (yy + 1) * g.wo, row + yy * wp);
+            std::fill(row + yy * wp + g.wo, row + (yy + 1) * wp, 0.0f);
+          }
+          std::fill(row + g.ho * wp, row + lda, 0.0f);
+        }
+        kernels::gemm_dot(out_c_, k, lda, 1, a, lda, 0, xp, 0, boff.data(), dwt, k);
+        if (dx != nullptr) {
+          float* dyp = reserve(w.in, static_cast<std::size_t>(out_c_) * hp2 * wp2 + kernels::b_slack + kw_);
+          pad_planes(dy.sample(n0), out_c_, g.ho, g.wo, ph, pw, dyp);
+          const ptrdiff_t nn = static_cast<ptrdiff_t>(xs.h) * wp2;
+          float* out = reserve(w.out, static_cast<std::size_t>(in_c_ * nn));
+          kernels::gemm_rows(in_c_, nn, kd, packed_.data(), dyp, boff2.data(), out, nn, false);
+          copy_rows(out, wp2, dx->sample(n0), xs.w, in_c_, xs.h, xs.w, nn, static_cast<ptrdiff_t>(xs.plane()),
+                    accumulate_dx, nullptr);
+        }
+        continue;
+      }
+      const ptrdiff_t col_stride = k * ldp, grad_stride = out_c_ * ldp;
+      float* col = reserve(w.in, static_cast<std::size_t>(cn * col_stride + kernels::b_slack));
+      float* a = reserve(w.grad, static_cast<std::size_t>(cn * grad_stride + kernels::b_slack));
+      for (int i = 0; i < cn; ++i) {
+        im2col(x.sample(n0 + i), g, ldp, col + i * col_stride);
+        for (int o = 0; o < out_c_; ++o) {
+          float* row = a + i * grad_stride + o * ldp;
+          std::copy(dy.plane(n0 + i, o), dy.plane(n0 + i, o) + g.p(), row);
+          std::fill(row + g.p(), row + ldp, 0.0f);
+        }
+      }
+      kernels::gemm_dot(out_c_, k, ldp, cn, a, ldp, grad_stride, col, col_stride, boff.data(), dwt, k);
+      if (dx == nullptr) continue;
+      for (int i = 0; i < cn; ++i) {
+        float* dcol = col + i * col_stride;  // this image's im2col is no longer needed
+        kernels::gemm_rows(k, g.p(), out_c_, packed_.data(), a + i * grad_stride, boff2.data(), dcol, ldp, false);
+        float* dxn = dx->sample(n0 + i);
+        if (!accumulate_dx) std::fill(dxn, dxn + xs.sample(), 0.0f);
+        col2im_add(dcol, g, ldp, dxn);
       }
     }
   }
@@ -215,10 +326,18 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
     for (int t = 0; t < threads; ++t) s += dw_[static_cast<std::size_t>(t)][i];
     weight_grad_[i] = s;
   }
-  for (std::size_t o = 0; o < bias_.size(); ++o) {
-    float s = 0.0f;
-    for (int t = 0; t < threads; ++t) s += dw_[static_cast<std::size_t>(t)][wsize + o];
-    bias_grad_[o] = s;
+  if (has_bias()) {
+    for (int o = 0; o < out_c_; ++o) {
+      double s = 0.0;
+      for (int n = 0; n < xs.n; ++n) {
+        const float* p = dy.plane(n, o);
+        float ps = 0.0f;
+#pragma omp simd reduction(+ : ps)
+        for (int i = 0; i < g.p(); ++i) ps += p[i];
+        s += ps;
+      }
+      bias_grad_[static_cast<std::size_t>(o)] = static_cast<float>(s);
+    }
   }
 }
 

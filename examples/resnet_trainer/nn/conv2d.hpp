@@ -52,11 +52,19 @@ class conv2d {
   void backward(const tensor& dy, tensor* dx, bool accumulate_dx = false);
 
  private:
-  bool is_pointwise() const;  // 1×1, stride 1, no padding: the input is its own im2col
+  /// Stride-1 convs on planes at least 16 wide read their im2col rows as
+  /// shifted windows of a zero-padded copy of the input; the others build an
+  /// explicit im2col buffer.
+  bool use_shifted(int out_w) const;
+
+  struct workspace {
+    float_buffer in, grad, out;  // padded input or im2col; output-gradient copy; staging
+  };
 
   int in_c_, out_c_, kh_, kw_, stride_, pad_;
   float_buffer weight_, weight_grad_, bias_, bias_grad_;
-  std::vector<float_buffer> col_;   // per-thread im2col workspaces
+  float_buffer packed_;             // weights packed for the kernel (forward or input gradient)
+  std::vector<workspace> ws_;       // one per thread
   std::vector<float_buffer> dw_;    // per-thread weight-gradient partial sums
   const tensor* input_ = nullptr;
 };

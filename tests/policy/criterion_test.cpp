@@ -200,8 +200,22 @@ TEST_CASE("taylor with batch norm: (sum_m gamma dgamma + beta dbeta)^2, mean ove
         s = score_once(t0, h)[0];
         CHECK(s[0] == doctest::Approx(36));  // (2*3)^2
     }
-    SUBCASE("scoring without observed gradients is an error that says to call observe()") {
-        CHECK_THROWS_WITH_AS(score_once(t, h), doctest::Contains("observe()"), psap::error);
+    SUBCASE("a step without new observations reuses the moving average as it stands") {
+        h.info.step = 2;
+        s = score_once(t, h)[0];
+        CHECK(s[0] == doctest::Approx(0.9 * 6.5 + 0.1 * 4));
+        CHECK(s[2] == doctest::Approx(0.9 * 4.5 + 0.1 * 4));
+    }
+    SUBCASE("at init (step 0, nothing observed) every channel scores 0; later, no statistics at all is an error") {
+        psap::taylor fresh;
+        fresh.bind(m.net());
+        h.info.step = 0;
+        s = score_once(fresh, h)[0];
+        CHECK(s == std::vector<double>{0.0, 0.0, 0.0});
+        h.info.step = 3;
+        psap::taylor late;
+        late.bind(m.net());
+        CHECK_THROWS_WITH_AS(score_once(late, h), doctest::Contains("observe()"), psap::error);
     }
     SUBCASE("batch norm without gamma/beta gradient views is an error naming the layer") {
         m.net().layer_at(1).bn->grad_beta = {};

@@ -22,6 +22,15 @@ struct geometry {
   int p() const { return ho * wo; }
 };
 
+// Short fills and copies (rows of 8–34 floats) as inline loops: the library
+// calls cost more than the work at these lengths.
+inline void zero(float* p, ptrdiff_t n) {
+  for (ptrdiff_t i = 0; i < n; ++i) p[i] = 0.0f;
+}
+inline void copy(const float* s, ptrdiff_t n, float* d) {
+  for (ptrdiff_t i = 0; i < n; ++i) d[i] = s[i];
+}
+
 // Grows a buffer to at least n floats; new memory is zero, so the slack the
 // kernels read past a row end is always finite.
 float* reserve(float_buffer& b, std::size_t n) {
@@ -36,14 +45,14 @@ void pad_planes(const float* x, int planes, int h, int w, int ph, int pw, float*
   for (int c = 0; c < planes; ++c) {
     float* o = out + static_cast<ptrdiff_t>(c) * hp * wp;
     const float* src = x + static_cast<ptrdiff_t>(c) * h * w;
-    std::fill(o, o + ph * wp, 0.0f);
+    zero(o, static_cast<ptrdiff_t>(ph) * wp);
     for (int y = 0; y < h; ++y) {
       float* row = o + static_cast<ptrdiff_t>(y + ph) * wp;
-      std::fill(row, row + pw, 0.0f);
-      std::copy(src + static_cast<ptrdiff_t>(y) * w, src + static_cast<ptrdiff_t>(y + 1) * w, row + pw);
-      std::fill(row + pw + w, row + wp, 0.0f);
+      zero(row, pw);
+      copy(src + static_cast<ptrdiff_t>(y) * w, w, row + pw);
+      zero(row + pw + w, pw);
     }
-    std::fill(o + static_cast<ptrdiff_t>(h + ph) * wp, o + static_cast<ptrdiff_t>(hp) * wp, 0.0f);
+    zero(o + static_cast<ptrdiff_t>(h + ph) * wp, static_cast<ptrdiff_t>(ph) * wp);
   }
 }
 
@@ -56,49 +65,59 @@ void shifted_offsets(int c, int kh, int kw, int hp, int wp, ptrdiff_t* off) {
         *off++ = static_cast<ptrdiff_t>(ch) * hp * wp + static_cast<ptrdiff_t>(ky) * wp + kx;
 }
 
+// Output columns ox whose input column ox − pad + kx (stride 1) is inside
+// [0, w): [lo, hi).
+inline void valid_columns(const geometry& g, int kx, int& lo, int& hi) {
+  lo = std::clamp(g.pad - kx, 0, g.wo);
+  hi = std::clamp(g.w + g.pad - kx, lo, g.wo);
+}
+
 // col[(c·kh + ky)·kw + kx][oy·wo + ox] = x[c][oy·s − pad + ky][ox·s − pad + kx]
-// (0 outside); rows have stride ldp and are zero in [P, ldp).
-void im2col(const float* x, const geometry& g, ptrdiff_t ldp, float* col) {
-  const int p = g.p();
+// (0 outside), read from xp, the input zero-padded by `pad` (planes of
+// hp × wp), so no bounds checks. Row r is written at col + r·ld (P floats).
+void im2col(const float* xp, const geometry& g, ptrdiff_t ld, float* col) {
+  const int hp = g.h + 2 * g.pad, wp = g.w + 2 * g.pad;
   for (int c = 0; c < g.c; ++c) {
-    const float* xc = x + static_cast<ptrdiff_t>(c) * g.h * g.w;
+    const float* xc = xp + static_cast<ptrdiff_t>(c) * hp * wp;
     for (int ky = 0; ky < g.kh; ++ky) {
       for (int kx = 0; kx < g.kw; ++kx) {
-        float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ldp;
+        float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ld;
         for (int oy = 0; oy < g.ho; ++oy) {
+          const float* src = xc + static_cast<ptrdiff_t>(oy * g.stride + ky) * wp + kx;
           float* dst = row + oy * g.wo;
-          const int iy = oy * g.stride - g.pad + ky;
-          if (iy < 0 || iy >= g.h) {
-            std::fill(dst, dst + g.wo, 0.0f);
-            continue;
-          }
-          const float* src = xc + static_cast<ptrdiff_t>(iy) * g.w;
-          for (int ox = 0; ox < g.wo; ++ox) {
-            const int ix = ox * g.stride - g.pad + kx;
-            dst[ox] = (ix >= 0 && ix < g.w) ? src[ix] : 0.0f;
+          if (g.stride == 1) {
+            copy(src, g.wo, dst);
+          } else {
+            for (int ox = 0; ox < g.wo; ++ox) dst[ox] = src[ox * g.stride];
           }
         }
-        std::fill(row + p, row + ldp, 0.0f);
       }
     }
   }
 }
 
 // Adjoint of im2col: x[c][iy][ix] += col[...] for every tap that read it.
-void col2im_add(const float* col, const geometry& g, ptrdiff_t ldp, float* x) {
+void col2im_add(const float* col, const geometry& g, ptrdiff_t ld, float* x) {
   for (int c = 0; c < g.c; ++c) {
     float* xc = x + static_cast<ptrdiff_t>(c) * g.h * g.w;
     for (int ky = 0; ky < g.kh; ++ky) {
       for (int kx = 0; kx < g.kw; ++kx) {
-        const float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ldp;
+        const float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ld;
+        int lo = 0, hi = g.wo;
+        if (g.stride == 1) valid_columns(g, kx, lo, hi);
         for (int oy = 0; oy < g.ho; ++oy) {
           const int iy = oy * g.stride - g.pad + ky;
           if (iy < 0 || iy >= g.h) continue;
           const float* src = row + oy * g.wo;
           float* dst = xc + static_cast<ptrdiff_t>(iy) * g.w;
-          for (int ox = 0; ox < g.wo; ++ox) {
-            const int ix = ox * g.stride - g.pad + kx;
-            if (ix >= 0 && ix < g.w) dst[ix] += src[ox];
+          if (g.stride == 1) {
+            float* d = dst - g.pad + kx;
+            for (int ox = lo; ox < hi; ++ox) d[ox] += src[ox];
+          } else {
+            for (int ox = 0; ox < g.wo; ++ox) {
+              const int ix = ox * g.stride - g.pad + kx;
+              if (ix >= 0 && ix < g.w) dst[ix] += src[ox];
+            }
           }
         }
       }
@@ -123,6 +142,16 @@ void copy_rows(const float* src, ptrdiff_t src_ld, float* dst, ptrdiff_t dst_ld,
     }
   }
 }
+
+// Images [begin, end) of thread t of nt (contiguous, balanced).
+void thread_range(int n, int t, int nt, int& begin, int& end) {
+  begin = static_cast<int>(static_cast<long>(n) * t / nt);
+  end = static_cast<int>(static_cast<long>(n) * (t + 1) / nt);
+}
+
+// Explicit path: images are concatenated along the GEMM's column dimension,
+// enough of them to give the kernels ≥ 512 columns.
+int explicit_chunk(int p) { return std::clamp((512 + p - 1) / p, 1, 16); }
 
 }  // namespace
 
@@ -176,32 +205,43 @@ void conv2d::forward(const tensor& x, tensor& y, bool train) {
   kernels::pack_a(weight_.data(), out_c_, k, k, 1, packed_.data());
   ws_.resize(static_cast<std::size_t>(max_threads()));
   const bool shifted = use_shifted(g.wo);
-  const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_;
-  const ptrdiff_t ldp = round_up(g.p(), kernels::dot_granule);
+  const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_, p = g.p();
+  const int chunk = shifted ? 1 : explicit_chunk(p);
+  const ptrdiff_t ld = round_up(static_cast<ptrdiff_t>(chunk) * p, kernels::dot_granule);
   std::vector<ptrdiff_t> boff(static_cast<std::size_t>(k));
   if (shifted) {
     shifted_offsets(in_c_, kh_, kw_, hp, wp, boff.data());
   } else {
-    for (int i = 0; i < k; ++i) boff[static_cast<std::size_t>(i)] = i * ldp;
+    for (int i = 0; i < k; ++i) boff[static_cast<std::size_t>(i)] = i * ld;
   }
   const float* bias = has_bias() ? bias_.data() : nullptr;
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < xs.n; ++n) {
+#pragma omp parallel
+  {
     workspace& w = ws_[static_cast<std::size_t>(thread_id())];
-    if (shifted) {
-      // Output computed on the padded-width grid (ho × wp); the wp − wo extra
-      // columns per row are dropped when copying out.
-      float* xp = reserve(w.in, static_cast<std::size_t>(in_c_) * hp * wp + kernels::b_slack + kw_);
-      pad_planes(x.sample(n), in_c_, xs.h, xs.w, pad_, pad_, xp);
-      const ptrdiff_t nn = static_cast<ptrdiff_t>(g.ho) * wp;
-      float* out = reserve(w.out, static_cast<std::size_t>(out_c_ * nn));
-      kernels::gemm_rows(out_c_, nn, k, packed_.data(), xp, boff.data(), out, nn, false);
-      copy_rows(out, wp, y.sample(n), g.wo, out_c_, g.ho, g.wo, nn, g.p(), false, bias);
-    } else {
-      float* col = reserve(w.in, static_cast<std::size_t>(k * ldp + kernels::b_slack));
-      im2col(x.sample(n), g, ldp, col);
-      kernels::gemm_rows(out_c_, g.p(), k, packed_.data(), col, boff.data(), y.sample(n), g.p(), false);
-      if (bias != nullptr) copy_rows(y.sample(n), g.p(), y.sample(n), g.p(), out_c_, 1, g.p(), g.p(), g.p(), false, bias);
+    int begin = 0, end = 0;
+    thread_range(xs.n, thread_id(), max_threads(), begin, end);
+    for (int n0 = begin; n0 < end; n0 += chunk) {
+      const int cn = std::min(chunk, end - n0);
+      if (shifted) {
+        // Output computed on the padded-width grid (ho × wp); the wp − wo
+        // extra columns per row are dropped when copying out.
+        float* xp = reserve(w.in, static_cast<std::size_t>(in_c_) * hp * wp + kernels::b_slack + kw_);
+        pad_planes(x.sample(n0), in_c_, xs.h, xs.w, pad_, pad_, xp);
+        const ptrdiff_t nn = static_cast<ptrdiff_t>(g.ho) * wp;
+        float* out = reserve(w.out, static_cast<std::size_t>(out_c_ * nn));
+        kernels::gemm_rows(out_c_, nn, k, packed_.data(), xp, boff.data(), out, nn, false);
+        copy_rows(out, wp, y.sample(n0), g.wo, out_c_, g.ho, g.wo, nn, p, false, bias);
+        continue;
+      }
+      float* xp = reserve(w.grad, static_cast<std::size_t>(in_c_) * hp * wp);
+      float* col = reserve(w.in, static_cast<std::size_t>(k * ld + kernels::b_slack));
+      for (int i = 0; i < cn; ++i) {
+        pad_planes(x.sample(n0 + i), in_c_, xs.h, xs.w, pad_, pad_, xp);
+        im2col(xp, g, ld, col + i * p);
+      }
+      float* out = reserve(w.out, static_cast<std::size_t>(out_c_ * ld));
+      kernels::gemm_rows(out_c_, cn * p, k, packed_.data(), col, boff.data(), out, ld, false);
+      for (int i = 0; i < cn; ++i) copy_rows(out + i * p, p, y.sample(n0 + i), p, out_c_, 1, p, ld, p, false, bias);
     }
   }
   input_ = train ? &x : nullptr;
@@ -223,16 +263,18 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
 
   const bool shifted = use_shifted(g.wo);
   // Forward operand layout (for the weight gradient).
-  const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_;
-  const ptrdiff_t ldp = round_up(g.p(), kernels::dot_granule);
-  // Shifted: the weight gradient reads output-gradient rows on the padded-width
-  // grid (zero in the extra columns); explicit: rows of ldp with a zero tail.
-  const ptrdiff_t lda = shifted ? round_up(static_cast<ptrdiff_t>(g.ho) * wp, kernels::dot_granule) : ldp;
+  const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_, p = g.p();
+  const int chunk = shifted ? 1 : explicit_chunk(p);
+  // Shifted: the weight gradient reads output-gradient rows on the
+  // padded-width grid (zero in the extra columns). Explicit: rows of `chunk`
+  // images side by side, zero after the last.
+  const ptrdiff_t ld = shifted ? round_up(static_cast<ptrdiff_t>(g.ho) * wp, kernels::dot_granule)
+                               : round_up(static_cast<ptrdiff_t>(chunk) * p, kernels::dot_granule);
   std::vector<ptrdiff_t> boff(static_cast<std::size_t>(k));
   if (shifted) {
     shifted_offsets(in_c_, kh_, kw_, hp, wp, boff.data());
   } else {
-    for (int i = 0; i < k; ++i) boff[static_cast<std::size_t>(i)] = i * ldp;
+    for (int i = 0; i < k; ++i) boff[static_cast<std::size_t>(i)] = i * ld;
   }
   // Input gradient. Shifted: a stride-1 conv of the output gradient padded by
   // (k − 1 − pad) with the flipped, transposed kernel. Explicit: dcol = Wᵀ·dY,
@@ -243,51 +285,48 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
   std::vector<ptrdiff_t> boff2;
   if (dx != nullptr) {
     if (shifted) {
-      std::vector<float> flipped(static_cast<std::size_t>(in_c_) * static_cast<std::size_t>(kd));
+      flipped_.resize(static_cast<std::size_t>(in_c_) * static_cast<std::size_t>(kd));
       for (int o = 0; o < out_c_; ++o)
         for (int c = 0; c < in_c_; ++c)
           for (int ky = 0; ky < kh_; ++ky)
             for (int kx = 0; kx < kw_; ++kx)
-              flipped[static_cast<std::size_t>(c * kd + (o * kh_ + ky) * kw_ + kx)] =
+              flipped_[static_cast<std::size_t>(c * kd + (o * kh_ + ky) * kw_ + kx)] =
                   weight_[static_cast<std::size_t>(((o * in_c_ + c) * kh_ + (kh_ - 1 - ky)) * kw_ + (kw_ - 1 - kx))];
       packed_.resize(kernels::packed_size(in_c_, kd));
-      kernels::pack_a(flipped.data(), in_c_, kd, kd, 1, packed_.data());
+      kernels::pack_a(flipped_.data(), in_c_, kd, kd, 1, packed_.data());
       boff2.resize(static_cast<std::size_t>(kd));
       shifted_offsets(out_c_, kh_, kw_, hp2, wp2, boff2.data());
     } else {
       packed_.resize(kernels::packed_size(k, out_c_));
       kernels::pack_a(weight_.data(), k, out_c_, 1, k, packed_.data());  // Wᵀ: k × out
       boff2.resize(static_cast<std::size_t>(out_c_));
-      for (int o = 0; o < out_c_; ++o) boff2[static_cast<std::size_t>(o)] = o * ldp;
+      for (int o = 0; o < out_c_; ++o) boff2[static_cast<std::size_t>(o)] = o * ld;
     }
   }
-  // Small explicit planes: several images per weight-gradient call, so the
-  // kernel's horizontal sums are amortised over ≥ 512 products.
-  const int chunk = shifted ? 1 : static_cast<int>(std::clamp<ptrdiff_t>(512 / ldp, 1, 16));
 
 #pragma omp parallel
   {
-    const int t = thread_id(), nt = max_threads();
+    const int t = thread_id();
     workspace& w = ws_[static_cast<std::size_t>(t)];
     float* dwt = dw_[static_cast<std::size_t>(t)].data();
-    const int begin = static_cast<int>(static_cast<long>(xs.n) * t / nt);
-    const int end = static_cast<int>(static_cast<long>(xs.n) * (t + 1) / nt);
+    int begin = 0, end = 0;
+    thread_range(xs.n, t, max_threads(), begin, end);
     for (int n0 = begin; n0 < end; n0 += chunk) {
       const int cn = std::min(chunk, end - n0);
       if (shifted) {
         float* xp = reserve(w.in, static_cast<std::size_t>(in_c_) * hp * wp + kernels::b_slack + kw_);
         pad_planes(x.sample(n0), in_c_, xs.h, xs.w, pad_, pad_, xp);
-        float* a = reserve(w.grad, static_cast<std::size_t>(out_c_ * lda));
+        float* a = reserve(w.grad, static_cast<std::size_t>(out_c_ * ld));
         for (int o = 0; o < out_c_; ++o) {
-          float* row = a + o * lda;
+          float* row = a + o * ld;
           const float* src = dy.plane(n0, o);
           for (int yy = 0; yy < g.ho; ++yy) {
-            std::copy(src + yy * g.wo, src + (yy + 1) * g.wo, row + yy * wp);
-            std::fill(row + yy * wp + g.wo, row + (yy + 1) * wp, 0.0f);
+            copy(src + yy * g.wo, g.wo, row + yy * wp);
+            zero(row + yy * wp + g.wo, wp - g.wo);
           }
-          std::fill(row + g.ho * wp, row + lda, 0.0f);
+          zero(row + g.ho * wp, ld - g.ho * wp);
         }
-        kernels::gemm_dot(out_c_, k, lda, 1, a, lda, 0, xp, 0, boff.data(), dwt, k);
+        kernels::gemm_dot(out_c_, k, ld, 1, a, ld, 0, xp, 0, boff.data(), dwt, k);
         if (dx != nullptr) {
           float* dyp = reserve(w.in, static_cast<std::size_t>(out_c_) * hp2 * wp2 + kernels::b_slack + kw_);
           pad_planes(dy.sample(n0), out_c_, g.ho, g.wo, ph, pw, dyp);
@@ -299,25 +338,25 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
         }
         continue;
       }
-      const ptrdiff_t col_stride = k * ldp, grad_stride = out_c_ * ldp;
-      float* col = reserve(w.in, static_cast<std::size_t>(cn * col_stride + kernels::b_slack));
-      float* a = reserve(w.grad, static_cast<std::size_t>(cn * grad_stride + kernels::b_slack));
+      float* col = reserve(w.in, static_cast<std::size_t>(k * ld + kernels::b_slack));
+      float* a = reserve(w.grad, static_cast<std::size_t>(out_c_ * ld + kernels::b_slack));
+      float* xp = reserve(w.out, static_cast<std::size_t>(in_c_) * hp * wp);
+      const ptrdiff_t used = static_cast<ptrdiff_t>(cn) * p;
       for (int i = 0; i < cn; ++i) {
-        im2col(x.sample(n0 + i), g, ldp, col + i * col_stride);
-        for (int o = 0; o < out_c_; ++o) {
-          float* row = a + i * grad_stride + o * ldp;
-          std::copy(dy.plane(n0 + i, o), dy.plane(n0 + i, o) + g.p(), row);
-          std::fill(row + g.p(), row + ldp, 0.0f);
-        }
+        pad_planes(x.sample(n0 + i), in_c_, xs.h, xs.w, pad_, pad_, xp);
+        im2col(xp, g, ld, col + i * p);
+        for (int o = 0; o < out_c_; ++o) copy(dy.plane(n0 + i, o), p, a + o * ld + i * p);
       }
-      kernels::gemm_dot(out_c_, k, ldp, cn, a, ldp, grad_stride, col, col_stride, boff.data(), dwt, k);
+      for (int r = 0; r < k; ++r) zero(col + r * ld + used, ld - used);
+      for (int o = 0; o < out_c_; ++o) zero(a + o * ld + used, ld - used);
+      kernels::gemm_dot(out_c_, k, ld, 1, a, ld, 0, col, 0, boff.data(), dwt, k);
       if (dx == nullptr) continue;
+      // dcol overwrites the im2col buffer, no longer needed.
+      kernels::gemm_rows(k, used, out_c_, packed_.data(), a, boff2.data(), col, ld, false);
       for (int i = 0; i < cn; ++i) {
-        float* dcol = col + i * col_stride;  // this image's im2col is no longer needed
-        kernels::gemm_rows(k, g.p(), out_c_, packed_.data(), a + i * grad_stride, boff2.data(), dcol, ldp, false);
         float* dxn = dx->sample(n0 + i);
-        if (!accumulate_dx) std::fill(dxn, dxn + xs.sample(), 0.0f);
-        col2im_add(dcol, g, ldp, dxn);
+        if (!accumulate_dx) zero(dxn, static_cast<ptrdiff_t>(xs.sample()));
+        col2im_add(col + i * p, g, ld, dxn);
       }
     }
   }

@@ -64,6 +64,7 @@ class conv2d {
   int in_c_, out_c_, kh_, kw_, stride_, pad_;
   float_buffer weight_, weight_grad_, bias_, bias_grad_;
   float_buffer packed_;             // weights packed for the kernel (forward or input gradient)
+  float_buffer flipped_;            // flipped, transposed kernel of the shifted input gradient
   std::vector<workspace> ws_;       // one per thread
   std::vector<float_buffer> dw_;    // per-thread weight-gradient partial sums
   const tensor* input_ = nullptr;

@@ -168,10 +168,12 @@ void gemm_rows(int m, std::ptrdiff_t n, int k, const float* a_packed, const floa
 
 void gemm_dot(int m, int k, std::ptrdiff_t n, int batch, const float* a, std::ptrdiff_t lda, std::ptrdiff_t a_batch,
               const float* b, std::ptrdiff_t b_batch, const std::ptrdiff_t* boff, float* c, std::ptrdiff_t ldc) {
-  for (int m0 = 0; m0 < m; m0 += dot_mo) {
-    const int ro = std::min(dot_mo, m - m0);
-    for (int k0 = 0; k0 < k; k0 += dot_mk) {
-      const int rk = std::min(dot_mk, k - k0);
+  // Row blocks of B outside: their few rows stay in L1 while every block of
+  // A (the smaller operand, m rows) streams past them.
+  for (int k0 = 0; k0 < k; k0 += dot_mk) {
+    const int rk = std::min(dot_mk, k - k0);
+    for (int m0 = 0; m0 < m; m0 += dot_mo) {
+      const int ro = std::min(dot_mo, m - m0);
       const dot_args d{n, batch, a + m0 * lda, lda, a_batch, b, b_batch, boff + k0, c + m0 * ldc + k0, ldc};
       dot_dispatch(ro, rk, d, std::make_integer_sequence<int, dot_mo>{});
     }

@@ -35,7 +35,6 @@ std::vector<index> kept_by_name(const Net& net, const std::map<std::string, inde
 
 double round_to_tenth_percent(double fraction) { return std::round(fraction * 1000.0) / 10.0; }
 
-
 TEST_CASE("CIFAR ResNet-56 and ResNet-20 option A cost what the literature says") {
     // baselines.md §1.1: ResNet-56 125,485,696 MACs (125,485,056 convs only + 640 FC)
     // and 853,018 parameters with BN gamma/beta and the FC bias; ResNet-20 40,551,040 / 269,722.
@@ -119,14 +118,14 @@ TEST_CASE("residual-stream groups (option A, SFP layout) count their filters and
     // One channel of stream1 (stage-1 index c, kept at index c in stages 2 and 3) is:
     //   a filter of the stem (3*9 weights + 2 BN, at 32x32) and of all 27 conv2s,
     //   an input channel of all 27 conv1s and of the FC.
-    const std::int64_t s1_macs = 3 * 9 * 1024                      // stem row
-                                 + 9 * (16 * 9 * 1024)             // stage-1 conv2 rows
-                                 + 9 * (32 * 9 * 256)              // stage-2 conv2 rows
-                                 + 9 * (64 * 9 * 64)               // stage-3 conv2 rows
-                                 + 9 * (16 * 9 * 1024)             // stage-1 conv1 input columns
-                                 + 9 * (32 * 9 * 256)              // stage-2 conv1 (incl. the stride-2 first one)
-                                 + 9 * (64 * 9 * 64)               // stage-3 conv1
-                                 + 10;                             // FC input
+    const std::int64_t s1_macs = 3 * 9 * 1024           // stem row
+                                 + 9 * (16 * 9 * 1024)  // stage-1 conv2 rows
+                                 + 9 * (32 * 9 * 256)   // stage-2 conv2 rows
+                                 + 9 * (64 * 9 * 64)    // stage-3 conv2 rows
+                                 + 9 * (16 * 9 * 1024)  // stage-1 conv1 input columns
+                                 + 9 * (32 * 9 * 256)   // stage-2 conv1 (incl. the stride-2 first one)
+                                 + 9 * (64 * 9 * 64)    // stage-3 conv1
+                                 + 10;                  // FC input
     const std::int64_t s1_params = (27 + 2) + 9 * (16 * 9 + 2) + 9 * (32 * 9 + 2) + 9 * (64 * 9 + 2)  // filters + BN
                                    + 9 * (16 * 9) + 9 * (32 * 9) + 9 * (64 * 9) + 10;                 // input columns
     // stream2 (stage-2 channels 16..31): 18 conv2 rows, 17 conv1 inputs (not stage 2's first conv1,

@@ -45,11 +45,8 @@ struct storage {
         l.grad = psap::filters(g.data(), 4, 18);
         return l;
     }
-    psap::batch_norm_views<float> bn() {
-        return {.gamma = psap::channels(v4.data(), 4), .beta = psap::channels(v4.data(), 4)};
-    }
+    psap::batch_norm_views<float> bn() { return {.gamma = psap::channels(v4.data(), 4), .beta = psap::channels(v4.data(), 4)}; }
 };
-
 
 TEST_CASE("layer views that disagree with the declared geometry are rejected, naming the layer") {
     storage s;
@@ -153,7 +150,9 @@ TEST_CASE("groups: empty, out of range, without members, overlapping claims, mix
         net.add_group("orphan", 2).consumer(a);
         expect_error([&] { net.validate(); }, {"orphan", "no member"});
     }
-    SUBCASE("no groups at all") { expect_error([&] { net.validate(); }, {"no groups"}); }
+    SUBCASE("no groups at all") {
+        expect_error([&] { net.validate(); }, {"no groups"});
+    }
     SUBCASE("an output channel claimed by two groups") {
         net.add_group("first", 3).member(a, 0);
         net.add_group("second", 2).member(a, 2);
@@ -180,7 +179,8 @@ TEST_CASE("groups: empty, out of range, without members, overlapping claims, mix
 }
 
 TEST_CASE("member_of slices a member to the group's channels") {
-    layer_spec l{.name = "conv", .out = 6, .in = 2, .kernel_area = 3, .positions = 4, .bias = true, .bn = true, .gate_grad = true};
+    layer_spec l{
+        .name = "conv", .out = 6, .in = 2, .kernel_area = 3, .positions = 4, .bias = true, .bn = true, .gate_grad = true};
     model_spec spec{{l}, {{"lo", 2, {{"conv", 0}}, {}}, {"hi", 4, {{"conv", 2}}, {}}}};
     model<float> m(spec);
     auto& ol = m.layer("conv");

@@ -1,13 +1,13 @@
 // The criterion family (policy/criterion/*): hand-computed small cases per
 // criterion, a brute-force FPGM reference, and the family's conformance suite
 // (finite, non-negative, deterministic scores that leave the network alone).
+#include <psap/network/network.hpp>
 #include <psap/policy/criterion/bn_scale.hpp>
 #include <psap/policy/criterion/concept.hpp>
 #include <psap/policy/criterion/fpgm.hpp>
 #include <psap/policy/criterion/lp_norm.hpp>
 #include <psap/policy/criterion/random.hpp>
 #include <psap/policy/criterion/taylor.hpp>
-#include <psap/network/network.hpp>
 
 #include <support/model.hpp>
 #include <support/policy_harness.hpp>

@@ -256,10 +256,11 @@ struct pulse_no_protect : psap::gradient_pulse {
 static_assert(psap::protector_for<psap::protector_archetype, net_t>);
 static_assert(psap::protector_for<psap::no_protection, net_t>);
 
-TEST_CASE_TEMPLATE("protector contract: restores only pruned channels, shields only active ones, restored + shielded <= N - q, "
-                   "nothing in the final phase",
-                   P, psap::gradient_pulse, pulse_protect_only, pulse_aggressive, pulse_no_protect, psap::no_protection,
-                   psap::protector_archetype) {
+TEST_CASE_TEMPLATE(
+    "protector contract: restores only pruned channels, shields only active ones, restored + shielded <= N - q, "
+    "nothing in the final phase",
+    P, psap::gradient_pulse, pulse_protect_only, pulse_aggressive, pulse_no_protect, psap::no_protection,
+    psap::protector_archetype) {
     int restored_total = 0, shielded_total = 0;
     for (std::uint64_t k = 0; k < 30; ++k) {
         const auto seed = psap_test::seed() + 500 + k;

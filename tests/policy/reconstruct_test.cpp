@@ -52,13 +52,17 @@ TEST_CASE("the reference conv -> BN -> ReLU backward agrees with finite differen
         auto wp = d.w_kept, wm = d.w_kept;
         wp[k] += h;
         wm[k] -= h;
-        const double fd = (bn_ref::run(d.x, d.M, d.K, wp, gamma, beta, d.u).loss - bn_ref::run(d.x, d.M, d.K, wm, gamma, beta, d.u).loss) / (2 * h);
+        const double fd =
+            (bn_ref::run(d.x, d.M, d.K, wp, gamma, beta, d.u).loss - bn_ref::run(d.x, d.M, d.K, wm, gamma, beta, d.u).loss) /
+            (2 * h);
         CHECK(r.dw[k] == doctest::Approx(fd).epsilon(1e-5));
     }
     const double fdg = (bn_ref::run(d.x, d.M, d.K, d.w_kept, gamma + h, beta, d.u).loss -
-                        bn_ref::run(d.x, d.M, d.K, d.w_kept, gamma - h, beta, d.u).loss) / (2 * h);
+                        bn_ref::run(d.x, d.M, d.K, d.w_kept, gamma - h, beta, d.u).loss) /
+                       (2 * h);
     const double fdb = (bn_ref::run(d.x, d.M, d.K, d.w_kept, gamma, beta + h, d.u).loss -
-                        bn_ref::run(d.x, d.M, d.K, d.w_kept, gamma, beta - h, d.u).loss) / (2 * h);
+                        bn_ref::run(d.x, d.M, d.K, d.w_kept, gamma, beta - h, d.u).loss) /
+                       (2 * h);
     CHECK(r.dgamma == doctest::Approx(fdg).epsilon(1e-5));
     CHECK(r.dbeta == doctest::Approx(fdb).epsilon(1e-5));
     CHECK(r.var == doctest::Approx(1.0).epsilon(0.5));  // the kept filter's pre-BN variance is O(1)
@@ -89,7 +93,8 @@ TEST_CASE("a zeroed conv filter in front of train-mode BN is dead (beta <= 0) or
         std::vector<double> centred(d.K, 0.0);
         for (std::size_t p = 0; p < d.M; ++p)
             for (std::size_t k = 0; k < d.K; ++k) centred[k] += d.x[p * d.K + k] * (d.u[p] - ubar);
-        for (std::size_t k = 0; k < d.K; ++k) CHECK(r.dw[k] == doctest::Approx(gamma / std::sqrt(eps) * centred[k]).epsilon(1e-9));
+        for (std::size_t k = 0; k < d.K; ++k)
+            CHECK(r.dw[k] == doctest::Approx(gamma / std::sqrt(eps) * centred[k]).epsilon(1e-9));
 
         // A kept filter gets dz = (gamma / sigma) P(u * open), sigma = sqrt(var(z) + eps) ~ 1 and P
         // removing the mean and the x_hat direction. With about half of the ReLUs open,
@@ -110,7 +115,8 @@ TEST_CASE("a zeroed conv filter in front of train-mode BN is dead (beta <= 0) or
 TEST_CASE("the gated path (gamma = beta = 0 via psap::protective): output exactly 0, finite gradients, filter preserved") {
     bn_data d;
     const auto C = static_cast<index>(3), K = static_cast<index>(d.K);
-    layer_spec l{.name = "conv", .out = C, .in = K, .kernel_area = 1, .positions = static_cast<index>(d.M), .bias = false, .bn = true};
+    layer_spec l{
+        .name = "conv", .out = C, .in = K, .kernel_area = 1, .positions = static_cast<index>(d.M), .bias = false, .bn = true};
     model<double> m({{l}, {{"conv", C, {{"conv", 0}}, {}}}});
     auto& ol = m.layer("conv");
     rng r(psap_test::seed() + 601);
@@ -132,7 +138,7 @@ TEST_CASE("the gated path (gamma = beta = 0 via psap::protective): output exactl
 
     auto gated = bn_ref::run(d.x, d.M, d.K, filter1, ol.gamma[1], ol.beta[1], d.u);
     for (double a : gated.a) CHECK(a == 0.0);  // ReLU(0 * x_hat + 0) = 0: the residual add receives 0
-    CHECK(gated.var > 0.1);                   // the filter still computes; its statistics stay sane
+    CHECK(gated.var > 0.1);                    // the filter still computes; its statistics stay sane
     for (double g : gated.dw) {
         CHECK(std::isfinite(g));
         CHECK(g == 0.0);
@@ -342,8 +348,8 @@ void check_outputs_zero(model<float>& m, const std::vector<psap::group_state>& g
         }
 }
 
-TEST_CASE_TEMPLATE("reconstruction contract: apply() idempotent without changes, restores exact, hard-pruned outputs stay zero", R,
-                   psap::protective, protective_no_hold, psap::soft, soft_masked, psap::hard, psap::decay, decay_fast,
+TEST_CASE_TEMPLATE("reconstruction contract: apply() idempotent without changes, restores exact, hard-pruned outputs stay zero",
+                   R, psap::protective, protective_no_hold, psap::soft, soft_masked, psap::hard, psap::decay, decay_fast,
                    psap::reconstructor_archetype) {
     for (std::uint64_t k = 0; k < 12; ++k) {
         const auto seed = psap_test::seed() + 700 + k;

@@ -101,9 +101,11 @@ TEST_CASE("uniform: the smallest common ratio meeting the budget, checked by sca
         CHECK(plan.count == best);
         if (plan.count != best) {
             for (std::size_t g = 0; g < sizes.size(); ++g)
-                MESSAGE("g", g, " N=", sizes[g], " lib=", plan.count[g], " ref=", best[g], " ratio=", plan.ratio[g], " ref_ratio=", best_ratio);
+                MESSAGE("g", g, " N=", sizes[g], " lib=", plan.count[g], " ref=", best[g], " ratio=", plan.ratio[g],
+                        " ref_ratio=", best_ratio);
         }
-        for (std::size_t g = 0; g < sizes.size(); ++g) CHECK(plan.ratio[g] == doctest::Approx(std::min(best_ratio, 0.95)).epsilon(1e-8));
+        for (std::size_t g = 0; g < sizes.size(); ++g)
+            CHECK(plan.ratio[g] == doctest::Approx(std::min(best_ratio, 0.95)).epsilon(1e-8));
     }
 }
 
@@ -208,7 +210,7 @@ TEST_CASE("adaptive_sparsity: leaky control d = (1 - alpha) p_prev + alpha p_bar
         CHECK(plan.sparsity == std::vector<double>{0.3, 0.0, 0.1});
         CHECK(plan.pressure == std::vector<double>{0.0, 0.0, 0.0});
         CHECK(plan.mu == doctest::Approx(-0.05).epsilon(1e-8));
-        CHECK(plan.ratio[0] == doctest::Approx(0.3));   // clipped at p_prev + max_change
+        CHECK(plan.ratio[0] == doctest::Approx(0.3));  // clipped at p_prev + max_change
         CHECK(plan.ratio[1] == doctest::Approx(0.33));
         CHECK(plan.ratio[2] == doctest::Approx(0.30));
         CHECK(plan.count == std::vector<index>{3, 3, 3});
@@ -335,7 +337,8 @@ TEST_CASE("PSAP monotonicity: a sparser group never gets a lower ratio than a de
             st.ratio = r.coin() ? 0.2 : 0.3;
             st.budget = 0.2;
             const index pruned = psap::pruned_count(st.ratio, sizes[static_cast<std::size_t>(g)]);
-            for (index c = 0; c < pruned; ++c) st.pruned[static_cast<std::size_t>(c)] = 1, l.gamma[static_cast<std::size_t>(c)] = 0;
+            for (index c = 0; c < pruned; ++c)
+                st.pruned[static_cast<std::size_t>(c)] = 1, l.gamma[static_cast<std::size_t>(c)] = 0;
         }
         h.restored = h.new_lists();
         for (index g = 0; g < n; ++g)
@@ -398,7 +401,7 @@ TEST_CASE("global_threshold: the globally lowest scores go first, no group beyon
         std::swap(sp.groups[0].name, sp.groups[1].name);  // "g2" first
         model<float> m2(sp);
         harness<net_t> h2(m2.net(), {budget_kind::filters, 0.25});  // 2 of 8
-        h2.scores = h2.new_scores();                                    // all 0
+        h2.scores = h2.new_scores();                                // all 0
         psap::global_threshold t2;
         auto p2 = h2.new_plan();
         t2.plan(m2.net(), h2.ctx(), p2);

@@ -34,18 +34,19 @@ std::string error_of(F&& f) {
     }
     return "(no psap::error)";
 }
-#define CHECK_ERROR(expr, ...)                                          \
-    do {                                                                \
-        const std::string msg_ = error_of([&] { (void)(expr); });       \
-        for (const char* f_ : {__VA_ARGS__}) {                          \
-            INFO("message: ", msg_);                                    \
+#define CHECK_ERROR(expr, ...)                                               \
+    do {                                                                     \
+        const std::string msg_ = error_of([&] { (void)(expr); });            \
+        for (const char* f_ : {__VA_ARGS__}) {                               \
+            INFO("message: ", msg_);                                         \
             CHECK_MESSAGE(msg_.find(f_) != std::string::npos, "'", f_, "'"); \
-        }                                                               \
+        }                                                                    \
     } while (0)
 
 /// conv "stem" (BN) -> conv "body" (no BN, bias) -> fc; groups "stem_out", "body_out".
 model_spec small_spec() {
-    layer_spec stem{.name = "stem", .out = 8, .in = 3, .kernel_area = 9, .positions = 64, .bias = false, .bn = true, .gate_grad = true};
+    layer_spec stem{
+        .name = "stem", .out = 8, .in = 3, .kernel_area = 9, .positions = 64, .bias = false, .bn = true, .gate_grad = true};
     layer_spec body{.name = "body", .out = 6, .in = 8, .kernel_area = 9, .positions = 16, .bias = true, .bn = false};
     layer_spec fc{.name = "fc", .out = 10, .in = 6, .kernel_area = 1, .positions = 1, .bias = true, .bn = false};
     return {{stem, body, fc}, {{"stem_out", 8, {{"stem", 0}}, {{"body", 0}}}, {"body_out", 6, {{"body", 0}}, {{"fc", 0}}}}};
@@ -112,7 +113,9 @@ TEST_CASE("NaN or Inf gradients are rejected at observe(), naming the layer") {
 }
 
 TEST_CASE("options, budgets and ratios outside their ranges") {
-    auto make = [](psap::pruner_options o) { return psap::pruner<psap::uniform, psap::l2_norm, psap::no_protection, psap::soft>(o); };
+    auto make = [](psap::pruner_options o) {
+        return psap::pruner<psap::uniform, psap::l2_norm, psap::no_protection, psap::soft>(o);
+    };
     CHECK_ERROR(make({{budget_kind::flops, 1.0}, 10}), "target 1", "outside [0, 1)", "flops");
     CHECK_ERROR(make({{budget_kind::params, -0.2}, 10}), "target -0.2", "params");
     CHECK_ERROR(make({{budget_kind::flops, 0.5}, 0}), "total_epochs 0");

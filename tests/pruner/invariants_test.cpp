@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -37,33 +38,41 @@ model_spec spec_for(std::uint64_t seed, bool all_bn) {
 /// slimming and taylor rank BN quantities across groups: they need batch norm everywhere.
 bool needs_bn(const std::string& preset) { return preset == "slimming" || preset == "taylor"; }
 
+/// A preset through make_pruner: one pruner type for every preset keeps this TU's compile time
+/// down; pruner_test.cpp checks that it decides exactly as the static composition.
+psap::any_pruner<net_t> make(std::string_view preset, psap::budget b, double epochs) {
+    return psap::make_pruner(
+        {{"preset", preset}, {"budget", {{"kind", psap::to_string(b.kind)}, {"target", b.target}}}, {"total_epochs", epochs}});
+}
+
 psap::budget budget_for(std::uint64_t k) {
     return {std::array{budget_kind::flops, budget_kind::params, budget_kind::filters}[k % 3], 0.3 + 0.05 * double(k % 5)};
 }
 
-TEST_CASE_TEMPLATE("budgets: achieved >= B_t at every step, and within one channel per group of it for uniform and global schedules",
-                   P, preset_psap, preset_static_gate, preset_sfp, preset_asfp, preset_fpgm, preset_l1, preset_slimming,
-                   preset_taylor, preset_agp, preset_random) {
-    const std::string name = P::name;
-    const bool tight = name != "psap" && name != "static_gate";  // PSAP's rate limit may hold a ratio above B_t
-    for (std::uint64_t k = 0; k < seeds; ++k) {
-        const auto seed = psap_test::seed() + 1300 + k;
-        CAPTURE(seed);
-        model<float> m(spec_for(seed, needs_bn(name) || k % 2 == 0));
-        m.fill_random(seed);
-        const auto target = budget_for(k);
-        auto p = P::make(target, 10);
-        run(p, m, {.grad_seed = seed, .epochs = 10, .iterations = 3}, [&](int) {
-            const auto& e = p.log().back();
-            CAPTURE(e.step);
-            if (e.frozen) return;
-            CHECK(e.reduction >= e.budget_now - 1e-12);
-            if (!tight || e.budget_now <= 0) return;
-            std::vector<index> kept;
-            for (const auto& g : p.groups()) kept.push_back(g.size() - g.pruned_count() + (g.pruned_count() > 0 ? 1 : 0));
-            CHECK(p.costs().reduction(target.kind, kept) < e.budget_now);
-        });
-        CHECK(p.log().back().reduction >= target.target - 1e-12);
+TEST_CASE("budgets: achieved >= B_t at every step, and within one channel per group of it for uniform and global schedules") {
+    for (const std::string_view preset : psap::presets::names) {
+        const std::string name(preset);
+        CAPTURE(name);
+        const bool tight = name != "psap" && name != "static_gate";  // PSAP's rate limit may hold a ratio above B_t
+        for (std::uint64_t k = 0; k < seeds; ++k) {
+            const auto seed = psap_test::seed() + 1300 + k;
+            CAPTURE(seed);
+            model<float> m(spec_for(seed, needs_bn(name) || k % 2 == 0));
+            m.fill_random(seed);
+            const auto target = budget_for(k);
+            auto p = make(name, target, 10);
+            run(p, m, {.grad_seed = seed, .epochs = 10, .iterations = 3}, [&](int) {
+                const auto& e = p.log().back();
+                CAPTURE(e.step);
+                if (e.frozen) return;
+                CHECK(e.reduction >= e.budget_now - 1e-12);
+                if (!tight || e.budget_now <= 0) return;
+                std::vector<index> kept;
+                for (const auto& g : p.groups()) kept.push_back(g.size() - g.pruned_count() + (g.pruned_count() > 0 ? 1 : 0));
+                CHECK(p.costs().reduction(target.kind, kept) < e.budget_now);
+            });
+            CHECK(p.log().back().reduction >= target.target - 1e-12);
+        }
     }
 }
 
@@ -122,7 +131,7 @@ void protection_run(std::uint64_t seed, const std::string& rec_name) {
     sp.restore_fraction = 0.5;
     psap::adaptive_sparsity sched;
     psap::pruner<psap::adaptive_sparsity, psap::l2_norm, spy_pulse, Reconstruct> p({budget_for(seed), 12, 0.2}, sched,
-                                                                                    psap::l2_norm{.fold_bn = true}, sp);
+                                                                                   psap::l2_norm{.fold_bn = true}, sp);
     const auto& net = m.net();
     const std::size_t n = net.groups().size();
     std::map<std::pair<std::size_t, index>, std::vector<float>> at_prune;  // values when the channel was pruned
@@ -181,56 +190,62 @@ TEST_CASE("protected channels are never pruned, restores return exactly the snap
     }
 }
 
-TEST_CASE_TEMPLATE("coupled channels of multi-member groups are pruned together with every preset", P, preset_sfp, preset_fpgm,
-                   preset_l1, preset_slimming, preset_agp, preset_random) {
-    int pairs = 0;
-    for (std::uint64_t k = 0; k < seeds; ++k) {
-        const auto seed = psap_test::seed() + 1500 + k;
-        CAPTURE(seed);
-        random_options o;
-        o.all_bn = true;
-        o.pair_probability = 0.8;
-        model<float> m(random_spec(seed, o));
-        m.fill_random(seed);
-        auto p = P::make(budget_for(k), 6);
-        const std::string rec = psap::policy_config(p.reconstructor()).at("name");
-        run(p, m, {.grad_seed = seed, .epochs = 6, .iterations = 2}, [&](int) {
-            const auto& net = m.net();
-            for (std::size_t g = 0; g < net.groups().size(); ++g) {
-                if (net.groups()[g].members.size() < 2) continue;
-                for (index c = 0; c < net.groups()[g].size; ++c) {
-                    const bool is = p.groups()[g].pruned[static_cast<std::size_t>(c)];
-                    for (std::size_t mi = 0; mi < net.groups()[g].members.size(); ++mi)
-                        CHECK(looks_pruned(psap::member_of(net, static_cast<index>(g), mi), c, rec) == is);
-                    pairs += is;
+TEST_CASE("coupled channels of multi-member groups are pruned together with every preset") {
+    for (const std::string_view preset : psap::presets::names) {
+        const std::string name(preset);
+        CAPTURE(name);
+        int pairs = 0;
+        for (std::uint64_t k = 0; k < seeds; ++k) {
+            const auto seed = psap_test::seed() + 1500 + k;
+            CAPTURE(seed);
+            random_options o;
+            o.all_bn = true;
+            o.pair_probability = 0.8;
+            model<float> m(random_spec(seed, o));
+            m.fill_random(seed);
+            auto p = make(name, budget_for(k), 6);
+            const std::string rec = p.reconstructor().config().at("name");
+            run(p, m, {.grad_seed = seed, .epochs = 6, .iterations = 2}, [&](int) {
+                const auto& net = m.net();
+                for (std::size_t g = 0; g < net.groups().size(); ++g) {
+                    if (net.groups()[g].members.size() < 2) continue;
+                    for (index c = 0; c < net.groups()[g].size; ++c) {
+                        const bool is = p.groups()[g].pruned[static_cast<std::size_t>(c)];
+                        for (std::size_t mi = 0; mi < net.groups()[g].members.size(); ++mi)
+                            CHECK(looks_pruned(psap::member_of(net, static_cast<index>(g), mi), c, rec) == is);
+                        pairs += is;
+                    }
                 }
-            }
-        });
+            });
+        }
+        CHECK(pairs > 0);
     }
-    CHECK(pairs > 0);
 }
 
-TEST_CASE_TEMPLATE("identical seeds give identical decisions; so does describing layers and groups in another order", P, preset_psap,
-                   preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
-                   preset_random) {
-    for (std::uint64_t k = 0; k < seeds; ++k) {
-        const auto seed = psap_test::seed() + 1600 + k;
-        CAPTURE(seed);
-        const auto spec = spec_for(seed, true);
-        rng r(seed);
-        model<float> a(spec), b(spec), c(spec, permutation(spec.layers.size(), r), permutation(spec.groups.size(), r), true);
-        for (auto* m : {&a, &b, &c}) m->fill_random(seed);
-        const auto target = budget_for(k);
-        auto pa = P::make(target, 8), pb = P::make(target, 8), pc = P::make(target, 8);
-        const auto ra = run(pa, a, {.grad_seed = seed}), rb = run(pb, b, {.grad_seed = seed}), rc = run(pc, c, {.grad_seed = seed});
-        CHECK(ra.masks == rb.masks);
-        CHECK(json_difference(ra.log, rb.log) == "");
-        CHECK(ra.masks == rc.masks);  // compared by group name
-        for (std::size_t s = 0; s < ra.log.size(); ++s) {
-            CHECK(ra.log[s].at("macs") == rc.log[s].at("macs"));
-            CHECK(ra.log[s].at("params") == rc.log[s].at("params"));
+TEST_CASE("identical seeds give identical decisions; so does describing layers and groups in another order") {
+    for (const std::string_view preset : psap::presets::names) {
+        const std::string name(preset);
+        CAPTURE(name);
+        for (std::uint64_t k = 0; k < seeds; ++k) {
+            const auto seed = psap_test::seed() + 1600 + k;
+            CAPTURE(seed);
+            const auto spec = spec_for(seed, true);
+            rng r(seed);
+            model<float> a(spec), b(spec), c(spec, permutation(spec.layers.size(), r), permutation(spec.groups.size(), r), true);
+            for (auto* m : {&a, &b, &c}) m->fill_random(seed);
+            const auto target = budget_for(k);
+            auto pa = make(name, target, 8), pb = make(name, target, 8), pc = make(name, target, 8);
+            const auto ra = run(pa, a, {.grad_seed = seed}), rb = run(pb, b, {.grad_seed = seed}),
+                       rc = run(pc, c, {.grad_seed = seed});
+            CHECK(ra.masks == rb.masks);
+            CHECK(json_difference(ra.log, rb.log) == "");
+            CHECK(ra.masks == rc.masks);  // compared by group name
+            for (std::size_t s = 0; s < ra.log.size(); ++s) {
+                CHECK(ra.log[s].at("macs") == rc.log[s].at("macs"));
+                CHECK(ra.log[s].at("params") == rc.log[s].at("params"));
+            }
+            CHECK(a.same_values(c));  // by layer name
         }
-        CHECK(a.same_values(c));  // by layer name
     }
 }
 
@@ -248,8 +263,10 @@ TEST_CASE("keep_multiple: every group keeps a multiple of it (or all its channel
             model<float> m(random_spec(seed, o));
             m.fill_random(seed);
             const index multiple = k == 2 ? 8 : 4;
-            auto p = psap::make_pruner(
-                {{"preset", name}, {"budget", {{"kind", "flops"}, {"target", 0.4}}}, {"total_epochs", 6}, {"keep_multiple", multiple}});
+            auto p = psap::make_pruner({{"preset", name},
+                                        {"budget", {{"kind", "flops"}, {"target", 0.4}}},
+                                        {"total_epochs", 6},
+                                        {"keep_multiple", multiple}});
             run(p, m, {.grad_seed = seed, .epochs = 6, .iterations = 2}, [&](int) {
                 const auto& e = p.log().back();
                 for (const auto& g : p.groups()) {

@@ -34,8 +34,8 @@ model_spec bn_spec(std::uint64_t seed) {
 }
 
 TEST_CASE_TEMPLATE("the four hooks with every preset: budgets met, log and keep-lists consistent with the masks", P, preset_psap,
-                   preset_static_gate, preset_sfp, preset_asfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
-                   preset_random) {
+                   preset_static_gate, preset_sfp, preset_asfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor,
+                   preset_agp, preset_random) {
     for (std::uint64_t k = 0; k < 3; ++k) {
         const auto seed = psap_test::seed() + 800 + k;
         CAPTURE(seed);
@@ -96,8 +96,8 @@ TEST_CASE_TEMPLATE("the four hooks with every preset: budgets met, log and keep-
 }
 
 TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pruner decides and logs as the uninterrupted run", P,
-                   preset_psap, preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
-                   preset_random) {
+                   preset_psap, preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor,
+                   preset_agp, preset_random) {
     const auto seed = psap_test::seed() + 900;
     CAPTURE(seed);
     const auto spec = bn_spec(seed);
@@ -122,9 +122,11 @@ TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pru
         p2.load_state(resumed.net(), blob);
         CHECK(p2.steps_taken() == k);
         const auto rec2 = run(p2, resumed, {.grad_seed = seed, .epochs = epochs, .first_epoch = k});
-        for (int s = k; s < epochs; ++s) CHECK(rec2.masks[static_cast<std::size_t>(s - k)] == rec_full.masks[static_cast<std::size_t>(s)]);
-        CHECK(json_difference(nlohmann::json(p2.log()), nlohmann::json(p_full.log())) == "");  // the whole log, restored part included
-        CHECK(resumed.same_values(full));                                 // bitwise: same snapshots, same restores
+        for (int s = k; s < epochs; ++s)
+            CHECK(rec2.masks[static_cast<std::size_t>(s - k)] == rec_full.masks[static_cast<std::size_t>(s)]);
+        CHECK(json_difference(nlohmann::json(p2.log()), nlohmann::json(p_full.log())) ==
+              "");                         // the whole log, restored part included
+        CHECK(resumed.same_values(full));  // bitwise: same snapshots, same restores
     }
 }
 
@@ -143,7 +145,8 @@ hand_pruner make_hand_pruner() {
 
 TEST_CASE("the decision log on a hand case: churn, restored, protected, protected_effective, achieved cost, JSON") {
     // One BN conv of 10 channels, unit-norm filters, gamma_i = 0.1 (i + 1): BN-folded scores rise with i.
-    layer_spec l{.name = "conv", .out = 10, .in = 4, .kernel_area = 9, .positions = 16, .bias = false, .bn = true, .gate_grad = true};
+    layer_spec l{
+        .name = "conv", .out = 10, .in = 4, .kernel_area = 9, .positions = 16, .bias = false, .bn = true, .gate_grad = true};
     model<float> m({{l}, {{"g", 10, {{"conv", 0}}, {}}}});
     auto& c = m.layer("conv");
     for (index f = 0; f < 10; ++f) {
@@ -234,7 +237,8 @@ TEST_CASE("a budget jump beyond the rate limit relaxes it for that step, and the
     psap::adaptive_sparsity s;
     s.ramp = psap::ramp_shape::linear;
     s.ramp_end = 1;
-    psap::pruner<psap::adaptive_sparsity, psap::l2_norm, psap::no_protection, psap::protective> p({{budget_kind::filters, 0.6}, 10}, s);
+    psap::pruner<psap::adaptive_sparsity, psap::l2_norm, psap::no_protection, psap::protective> p(
+        {{budget_kind::filters, 0.6}, 10}, s);
     const auto e1 = p.step(m.net(), 1);  // B = 0.06: 2 of 20
     CHECK_FALSE(e1.relaxed);
     CHECK(e1.groups[0].pruned == 2);
@@ -279,14 +283,15 @@ TEST_CASE_TEMPLATE("data-parallel: two workers with different gradients and a su
         std::vector<record> out(2);
         for (int e = 0; e < epochs; ++e) {
             for (int it = 0; it < iterations; ++it) {
-                a.fill_grads(seed * 2, e * iterations + it, 0.05);  // worker A's batch
+                a.fill_grads(seed * 2, e * iterations + it, 0.05);      // worker A's batch
                 b.fill_grads(seed * 2 + 1, e * iterations + it, 0.05);  // worker B's batch
                 pa.observe(a.net());
                 pb.observe(b.net());
                 // the framework averages the gradients for the optimizer: weights stay in sync
                 for (auto& lp : a.layers()) {
                     auto& lb = b.layer(lp->spec.name);
-                    for (auto [x, y] : {std::pair{&lp->gw, &lb.gw}, {&lp->gb, &lb.gb}, {&lp->ggamma, &lb.ggamma}, {&lp->gbeta, &lb.gbeta}})
+                    for (auto [x, y] :
+                         {std::pair{&lp->gw, &lb.gw}, {&lp->gb, &lb.gb}, {&lp->ggamma, &lb.ggamma}, {&lp->gbeta, &lb.gbeta}})
                         for (std::size_t i = 0; i < x->size(); ++i) (*x)[i] = (*y)[i] = 0.5f * ((*x)[i] + (*y)[i]);
                 }
                 a.sgd(0.05);

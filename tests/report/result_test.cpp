@@ -47,7 +47,7 @@ TEST_CASE("Li et al. ResNet-56-pruned-A end to end: keep-lists, widths, totals, 
     model<float> m(cifar_resnet({.n = 9, .skip_layers = {16, 20, 38, 54}}));
     m.fill_random(psap_test::seed());
     psap::pruner<li_widths, psap::l1_norm, psap::no_protection, psap::hard> p({{psap::budget_kind::flops, 0.1}, 1},
-                                                                               li_widths{{{16, 14}, {32, 28}, {64, 57}}});
+                                                                              li_widths{{{16, 14}, {32, 28}, {64, 57}}});
     // L1 norm of every conv1 filter before pruning
     std::map<std::string, std::vector<double>> l1;
     for (const auto& g : m.net().groups()) {

@@ -12,14 +12,14 @@ namespace psap_test::bn_ref {
 struct result {
     double loss = 0, mean = 0, var = 0;
     std::vector<double> xhat, y, a;
-    std::vector<double> dw;      ///< dL/dw (K)
+    std::vector<double> dw;  ///< dL/dw (K)
     double dgamma = 0, dbeta = 0;
-    double gate_grad = 0;        ///< sum over x_hat > 0 of dL/da * x_hat (one-sided dL/dgamma at gamma = 0+)
+    double gate_grad = 0;  ///< sum over x_hat > 0 of dL/da * x_hat (one-sided dL/dgamma at gamma = 0+)
 };
 
 /// x is M x K row-major.
-inline result run(const std::vector<double>& x, std::size_t M, std::size_t K, const std::vector<double>& w, double gamma, double beta,
-                  const std::vector<double>& u, double eps = 1e-5) {
+inline result run(const std::vector<double>& x, std::size_t M, std::size_t K, const std::vector<double>& w, double gamma,
+                  double beta, const std::vector<double>& u, double eps = 1e-5) {
     result r;
     std::vector<double> z(M, 0.0);
     for (std::size_t p = 0; p < M; ++p)

@@ -17,9 +17,9 @@
 namespace psap_test {
 
 // ------------------------------------------------------------------ presets as types
-#define PSAP_TEST_PRESET(type, fn, label)                                        \
-    struct type {                                                                \
-        static constexpr const char* name = label;                               \
+#define PSAP_TEST_PRESET(type, fn, label)                                         \
+    struct type {                                                                 \
+        static constexpr const char* name = label;                                \
         static auto make(psap::budget b, double epochs) { return fn(b, epochs); } \
     }
 PSAP_TEST_PRESET(preset_psap, psap::presets::psap<>, "psap");
@@ -56,7 +56,7 @@ inline std::string json_difference(const nlohmann::json& a, const nlohmann::json
 struct run_options {
     std::uint64_t grad_seed = 1;
     int epochs = 8;
-    int iterations = 4;   ///< observe/update pairs per epoch
+    int iterations = 4;  ///< observe/update pairs per epoch
     double lr = 0.05;
     double grad_scale = 0.05;
     int first_epoch = 0;  ///< resume from here (iterations are numbered globally)

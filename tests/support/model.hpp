@@ -8,9 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -253,7 +253,8 @@ public:
             for (auto& c : chan) c = scale * (r.coin(0.15) ? 20.0 : 1.0) * r.uniform(0.2, 1.0);
             if (!l.gw.empty())
                 for (index f = 0; f < l.spec.out; ++f)
-                    for (index j = 0; j < l.fan_in(); ++j) l.grad(f, j) = static_cast<T>(chan[static_cast<std::size_t>(f)] * r.normal());
+                    for (index j = 0; j < l.fan_in(); ++j)
+                        l.grad(f, j) = static_cast<T>(chan[static_cast<std::size_t>(f)] * r.normal());
             auto fill = [&](std::vector<T>& v) {
                 for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<T>(chan[i] * r.normal());
             };
@@ -283,9 +284,17 @@ public:
         for (auto& lp : layers_) {
             auto& src = o.layer(lp->spec.name);
             // element-wise: the network's views point into these vectors
-            for (auto [d, s] : {std::pair{&lp->w, &src.w}, {&lp->gw, &src.gw}, {&lp->b, &src.b}, {&lp->gb, &src.gb},
-                                {&lp->gamma, &src.gamma}, {&lp->beta, &src.beta}, {&lp->mean, &src.mean}, {&lp->var, &src.var},
-                                {&lp->ggamma, &src.ggamma}, {&lp->gbeta, &src.gbeta}, {&lp->gate, &src.gate}})
+            for (auto [d, s] : {std::pair{&lp->w, &src.w},
+                                {&lp->gw, &src.gw},
+                                {&lp->b, &src.b},
+                                {&lp->gb, &src.gb},
+                                {&lp->gamma, &src.gamma},
+                                {&lp->beta, &src.beta},
+                                {&lp->mean, &src.mean},
+                                {&lp->var, &src.var},
+                                {&lp->ggamma, &src.ggamma},
+                                {&lp->gbeta, &src.gbeta},
+                                {&lp->gate, &src.gate}})
                 assign(*d, *s);
         }
     }

@@ -25,7 +25,8 @@ struct harness {
     psap::observe_info oinfo{};
 
     explicit harness(const Net& n, psap::budget b = {}) : net(n), costs(n), target(b) {
-        for (const auto& g : n.groups()) groups.push_back({std::vector<std::uint8_t>(static_cast<std::size_t>(g.size), 0), 0.0, 0.0});
+        for (const auto& g : n.groups())
+            groups.push_back({std::vector<std::uint8_t>(static_cast<std::size_t>(g.size), 0), 0.0, 0.0});
         snapshots.bind(n);
     }
 

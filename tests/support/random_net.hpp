@@ -11,9 +11,9 @@
 namespace psap_test {
 
 struct random_options {
-    bool all_bn = false;       ///< every group carries batch norm
-    bool no_bn = false;        ///< no group carries batch norm
-    bool gate_grad = false;    ///< BN layers get a gate_grad view
+    bool all_bn = false;     ///< every group carries batch norm
+    bool no_bn = false;      ///< no group carries batch norm
+    bool gate_grad = false;  ///< BN layers get a gate_grad view
     index min_width = 4, max_width = 24;
     index min_nodes = 3, max_nodes = 6;
     double pair_probability = 0.35;

@@ -24,17 +24,15 @@
 namespace psap_test {
 
 struct resnet_options {
-    int n = 9;                     ///< blocks per stage: 3 -> ResNet-20, 9 -> ResNet-56
+    int n = 9;  ///< blocks per stage: 3 -> ResNet-20, 9 -> ResNet-56
     bool internal_groups = true;
-    std::vector<int> skip_layers{};///< Li numbering of conv1 layers left unpruned
+    std::vector<int> skip_layers{};  ///< Li numbering of conv1 layers left unpruned
     bool stream_groups = false;
     bool grads = false;
     bool gate_grad = false;
 };
 
-inline std::string block_conv(int stage, int block, int conv) {
-    return str("s", stage, "b", block, "c", conv);
-}
+inline std::string block_conv(int stage, int block, int conv) { return str("s", stage, "b", block, "c", conv); }
 inline std::string block_group(int stage, int block) { return str("s", stage, "b", block); }
 /// Li et al.'s layer number of a block's conv1.
 inline int li_conv1_layer(int n, int stage, int block) { return 2 * ((stage - 1) * n + block); }
@@ -72,8 +70,10 @@ inline model_spec cifar_resnet(const resnet_options& o) {
     if (o.internal_groups)
         for (int st = 1; st <= 3; ++st)
             for (int b = 1; b <= o.n; ++b) {
-                if (std::find(o.skip_layers.begin(), o.skip_layers.end(), li_conv1_layer(o.n, st, b)) != o.skip_layers.end()) continue;
-                s.groups.push_back({block_group(st, b), 16 << (st - 1), {{block_conv(st, b, 1), 0}}, {{block_conv(st, b, 2), 0}}});
+                if (std::find(o.skip_layers.begin(), o.skip_layers.end(), li_conv1_layer(o.n, st, b)) != o.skip_layers.end())
+                    continue;
+                s.groups.push_back(
+                    {block_group(st, b), 16 << (st - 1), {{block_conv(st, b, 1), 0}}, {{block_conv(st, b, 2), 0}}});
             }
     if (o.stream_groups) {
         group_spec g1{"stream1", 16, {{"stem", 0}}, {}}, g2{"stream2", 16, {}, {}}, g3{"stream3", 32, {}, {}};

@@ -22,7 +22,10 @@ enum class dtype { f32, i64 };
 /// equivalent PyTorch module (torchvision naming: "conv1.weight",
 /// "layer1.0.bn1.running_var", "layer2.0.downsample.0.weight", "fc.bias",
 /// "features.0.weight", "classifier.weight"), so a checkpoint maps 1:1.
-/// BN's num_batches_tracked is the one i64 entry.
+/// BN's num_batches_tracked is the one i64 entry. A compacted network may
+/// also hold "<conv>.bias_map" buffers (C_out × H_out × W_out, added to that
+/// conv's output; config key "bias_maps" lists the convs), see
+/// docs/pruning-run.md.
 struct named_tensor {
   std::string name;
   std::vector<std::int64_t> shape;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "models/state_dict.hpp"
+#include "nn/bias_map.hpp"
 #include "nn/pooling.hpp"
 #include "nn/relu.hpp"
 #include "nn/shortcut.hpp"
@@ -25,6 +26,7 @@ struct resnet_arch {
   std::vector<int> stage_widths;
   std::vector<std::vector<int>> block_widths;
   std::vector<std::vector<int>> maps;  // option A: one per stage, [] for stage 1
+  std::vector<std::string> bias_maps;  // convs whose output gets a bias_map (compacted networks)
 
   int stages() const { return static_cast<int>(stage_widths.size()); }
 };
@@ -81,6 +83,14 @@ resnet_arch parse(const nlohmann::json& j) {
                                       std::to_string(v) + " is outside [-1, " + std::to_string(in) + ")");
     }
   }
+  if (j.contains("bias_maps")) {
+    if (!j["bias_maps"].is_array())
+      throw std::invalid_argument(err_prefix() + "\"bias_maps\" must be a list of conv names");
+    for (const auto& n : j["bias_maps"]) {
+      if (!n.is_string()) throw std::invalid_argument(err_prefix() + "\"bias_maps\" must hold conv names (strings)");
+      a.bias_maps.push_back(n.get<std::string>());
+    }
+  }
   return a;
 }
 
@@ -94,6 +104,10 @@ struct basic_block {
   std::unique_ptr<shortcut_a> option_a;  // stage transitions, option A
   std::unique_ptr<conv2d> down_conv;     // stage transitions, option B
   std::unique_ptr<batch_norm> down_bn;
+  // Optional constant maps added to conv outputs (owned by the resnet).
+  bias_map* map1 = nullptr;
+  bias_map* map2 = nullptr;
+  bias_map* map_down = nullptr;
   // Activations of the last forward (z = pre-ReLU sums, kept for backward).
   tensor c1, z1, y1, c2, z2, out, shortcut, down;
 
@@ -107,14 +121,17 @@ struct basic_block {
 
   void forward(const tensor& x, bool train) {
     conv1.forward(x, c1, train);
+    if (map1) map1->forward(c1);
     bn1.forward_relu(c1, nullptr, z1, y1, train);
     conv2.forward(y1, c2, train);
+    if (map2) map2->forward(c2);
     const tensor* residual = &x;
     if (option_a) {
       option_a->forward(x, shortcut);
       residual = &shortcut;
     } else if (down_conv) {
       down_conv->forward(x, down, train);
+      if (map_down) map_down->forward(down);
       down_bn->forward(down, shortcut, train);
       residual = &shortcut;
     }
@@ -160,6 +177,7 @@ class resnet final : public model {
         blocks_.push_back(std::move(blk));
       }
     }
+    attach_bias_maps();
   }
 
   std::string name() const override {
@@ -177,20 +195,25 @@ class resnet final : public model {
     j["stage_widths"] = arch_.stage_widths;
     j["block_widths"] = arch_.block_widths;
     if (arch_.shortcut == 'A') j["shortcut_maps"] = arch_.maps;
+    if (!arch_.bias_maps.empty()) j["bias_maps"] = arch_.bias_maps;
     return j;
   }
 
   std::vector<named_tensor> tensors() override {
     std::vector<named_tensor> t;
     detail::add_conv(t, "conv1", stem_conv_);
+    add_bias_map(t, "conv1", stem_map_);
     detail::add_bn(t, "bn1", stem_bn_);
     for (auto& b : blocks_) {
       detail::add_conv(t, b->prefix + ".conv1", b->conv1);
+      add_bias_map(t, b->prefix + ".conv1", b->map1);
       detail::add_bn(t, b->prefix + ".bn1", b->bn1);
       detail::add_conv(t, b->prefix + ".conv2", b->conv2);
+      add_bias_map(t, b->prefix + ".conv2", b->map2);
       detail::add_bn(t, b->prefix + ".bn2", b->bn2);
       if (b->down_conv) {
         detail::add_conv(t, b->prefix + ".downsample.0", *b->down_conv);
+        add_bias_map(t, b->prefix + ".downsample.0", b->map_down);
         detail::add_bn(t, b->prefix + ".downsample.1", *b->down_bn);
       }
     }
@@ -295,6 +318,7 @@ class resnet final : public model {
     input_.resize({n, arch_.in_channels, arch_.h, arch_.w});
     std::memcpy(input_.data(), x, sizeof(float) * input_.size());
     stem_conv_.forward(input_, stem_c_, train);
+    if (stem_map_) stem_map_->forward(stem_c_);
     stem_bn_.forward_relu(stem_c_, nullptr, stem_z_, stem_y_, train);
     const tensor* cur = &stem_y_;
     for (auto& b : blocks_) {
@@ -324,6 +348,32 @@ class resnet final : public model {
   }
 
  private:
+  // A bias map "<conv>.bias_map" (C_out x H_out x W_out) for every conv named
+  // in the config's "bias_maps"; the map is a buffer, not a parameter.
+  void attach_bias_maps() {
+    for (const auto& name : arch_.bias_maps) {
+      bias_map** slot = nullptr;
+      if (name == "conv1") slot = &stem_map_;
+      for (auto& b : blocks_) {
+        if (name == b->prefix + ".conv1") slot = &b->map1;
+        if (name == b->prefix + ".conv2") slot = &b->map2;
+        if (b->down_conv && name == b->prefix + ".downsample.0") slot = &b->map_down;
+      }
+      if (slot == nullptr)
+        throw std::invalid_argument(err_prefix() + "\"bias_maps\" names conv '" + name + "', which " + name_of_arch() +
+                                    " does not have");
+      if (*slot != nullptr) throw std::invalid_argument(err_prefix() + "\"bias_maps\" names '" + name + "' twice");
+      for (const auto& c : conv_layers())
+        if (c.name == name) owned_maps_.push_back(std::make_unique<bias_map>(c.c_out(), c.h_out, c.w_out));
+      *slot = owned_maps_.back().get();
+    }
+  }
+  std::string name_of_arch() const { return "resnet" + std::to_string(arch_.depth); }
+  static void add_bias_map(std::vector<named_tensor>& t, const std::string& conv, bias_map* m) {
+    if (m == nullptr) return;
+    t.push_back({conv + ".bias_map", {m->channels(), m->height(), m->width()}, dtype::f32, m->data(), nullptr, false});
+  }
+
   static void reset_bn(batch_norm& bn) {
     std::fill(bn.gamma(), bn.gamma() + bn.channels(), 1.0f);
     std::fill(bn.beta(), bn.beta() + bn.channels(), 0.0f);
@@ -334,6 +384,8 @@ class resnet final : public model {
   conv2d stem_conv_;
   batch_norm stem_bn_;
   std::vector<std::unique_ptr<basic_block>> blocks_;
+  bias_map* stem_map_ = nullptr;
+  std::vector<std::unique_ptr<bias_map>> owned_maps_;
   global_avg_pool pool_;
   linear fc_;
   int trained_batch_ = 0;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "models/state_dict.hpp"
+#include "nn/bias_map.hpp"
 #include "nn/pooling.hpp"
 
 namespace trainer {
@@ -26,6 +27,7 @@ struct vgg_stage {
   batch_norm bn;
   max_pool2d pool{2, 2, true};
   bool pooled;
+  std::unique_ptr<bias_map> map;  // optional constant added to the conv output (compacted networks)
   tensor c, z, y, p;  // conv out, pre-ReLU, ReLU out, pooled
 
   vgg_stage(int idx, int in, int out, bool pool_flag)
@@ -58,6 +60,7 @@ class vgg final : public model {
       idx += pool ? 4 : 3;  // conv, bn, relu (, maxpool)
       in = widths_[static_cast<std::size_t>(i)];
     }
+    if (j.contains("bias_maps")) attach_bias_maps(j["bias_maps"]);
   }
 
   std::string name() const override { return "vgg16"; }
@@ -70,6 +73,7 @@ class vgg final : public model {
     j["num_classes"] = num_classes_;
     j["input_size"] = {h_, w_};
     j["widths"] = widths_;
+    if (!bias_maps_.empty()) j["bias_maps"] = bias_maps_;
     return j;
   }
 
@@ -77,6 +81,13 @@ class vgg final : public model {
     std::vector<named_tensor> t;
     for (auto& s : stages_) {
       detail::add_conv(t, "features." + std::to_string(s->index), s->conv);
+      if (s->map)
+        t.push_back({"features." + std::to_string(s->index) + ".bias_map",
+                     {s->map->channels(), s->map->height(), s->map->width()},
+                     dtype::f32,
+                     s->map->data(),
+                     nullptr,
+                     false});
       detail::add_bn(t, "features." + std::to_string(s->index + 1), s->bn);
     }
     detail::add_linear(t, "classifier", fc_);
@@ -146,6 +157,7 @@ class vgg final : public model {
     const tensor* cur = &input_;
     for (auto& s : stages_) {
       s->conv.forward(*cur, s->c, train);
+      if (s->map) s->map->forward(s->c);
       s->bn.forward_relu(s->c, nullptr, s->z, s->y, train);
       if (s->pooled) s->pool.forward(s->y, s->p, train);
       cur = &s->output();
@@ -175,6 +187,28 @@ class vgg final : public model {
   }
 
  private:
+  // A bias map "<conv>.bias_map" (C_out x H_out x W_out) for every conv named
+  // in the config's "bias_maps"; a buffer, not a parameter.
+  void attach_bias_maps(const nlohmann::json& names) {
+    if (!names.is_array()) throw std::invalid_argument("vgg config: \"bias_maps\" must be a list of conv names");
+    const auto convs = conv_layers();
+    for (const auto& n : names) {
+      if (!n.is_string()) throw std::invalid_argument("vgg config: \"bias_maps\" must hold conv names (strings)");
+      const std::string name = n.get<std::string>();
+      bool found = false;
+      for (std::size_t i = 0; i < convs.size(); ++i) {
+        if (convs[i].name != name) continue;
+        auto& st = *stages_[i];
+        if (st.map) throw std::invalid_argument("vgg config: \"bias_maps\" names '" + name + "' twice");
+        st.map = std::make_unique<bias_map>(convs[i].c_out(), convs[i].h_out, convs[i].w_out);
+        found = true;
+      }
+      if (!found) throw std::invalid_argument("vgg config: \"bias_maps\" names conv '" + name + "', which vgg16 does not have");
+      bias_maps_.push_back(name);
+    }
+  }
+
+  std::vector<std::string> bias_maps_;
   int in_channels_, num_classes_, h_ = 0, w_ = 0;
   std::vector<int> widths_;
   std::vector<std::unique_ptr<vgg_stage>> stages_;

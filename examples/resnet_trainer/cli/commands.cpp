@@ -54,6 +54,8 @@ std::int64_t rescale(std::int64_t v, std::int64_t from, std::int64_t to) {
       std::llround(static_cast<double>(v) * static_cast<double>(to) / static_cast<double>(from)));
 }
 
+}  // namespace
+
 json metrics_json(const epoch_report& r) {
   json j = {{"epoch", r.epoch},
             {"iteration", r.iteration},
@@ -100,8 +102,6 @@ void append_line(const std::filesystem::path& file, const std::string& line) {
   out.flush();
   if (!out) throw io_error("cannot append to '" + file.string() + "'");
 }
-
-}  // namespace
 
 json resolve_settings(const json& given, std::size_t train_images) {
   if (!given.is_object()) throw usage_error("settings must be a JSON object");

@@ -1,6 +1,6 @@
 // The psap-train subcommands as functions: main.cpp only parses the command
-// line into these structures. A later `prune` subcommand reuses
-// prepare_run() and train_loop() and adds its hooks.
+// line into these structures. `prune` (cli/prune_command.hpp) reuses the
+// settings, train_loop() and the checkpoints, and adds psap's hooks.
 #pragma once
 
 #include <cstdio>
@@ -59,6 +59,14 @@ struct run_plan {
   std::uint64_t seed = 0;
 };
 [[nodiscard]] run_plan plan_from_settings(const nlohmann::json& settings, const dataset& train);
+
+// One metrics.jsonl line for an epoch (docs/checkpoint-format.md).
+[[nodiscard]] nlohmann::json metrics_json(const epoch_report& r);
+// Keeps the lines of metrics.jsonl whose "epoch" is <= upto (a resumed run
+// repeats the epochs after its checkpoint); rewritten atomically.
+void truncate_metrics(const std::filesystem::path& file, std::int64_t upto);
+// Appends one line to a file (metrics.jsonl); io_error if it cannot.
+void append_line(const std::filesystem::path& file, const std::string& line);
 
 // Sets the OpenMP thread count (no-op without OpenMP); returns the count in use.
 int apply_threads(int threads);

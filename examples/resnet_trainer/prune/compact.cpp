@@ -106,7 +106,7 @@ compaction compact(model& masked, const network_description& d, const psap::prun
         const bool zero_filter = std::all_of(row, row + fan, [](float v) { return v == 0.0f; }) &&
                                  (!cr.conv->has_bias() || cr.conv->bias()[ch] == 0.0f);
         if (bn != nullptr && bn->gamma()[ch] == 0.0f && bn->beta()[ch] == 0.0f) {
-          ++out.removed_gated;  // gated: BN outputs exactly 0
+          ++out.removed_zero;  // gated: BN outputs exactly 0
           continue;
         }
         if (!zero_filter)
@@ -118,7 +118,7 @@ compaction compact(model& masked, const network_description& d, const psap::prun
                                  "pruning step); compact right after the last step, or use a gating reconstruction "
                                  "(protective, hard, decay)");
         if (bn == nullptr) {
-          ++out.removed_gated;  // zero filter and bias, no BN: exactly 0
+          ++out.removed_zero;  // zero filter and bias, no BN: exactly 0
           continue;
         }
         // Eval-mode BN of a zero input, as nn/batch_norm computes it.
@@ -127,7 +127,7 @@ compaction compact(model& masked, const network_description& d, const psap::prun
         const float cval = (0.0f - bn->running_mean()[ch]) * scale + bn->beta()[ch];
         const float act = cval > 0.0f ? cval : 0.0f;  // ReLU
         if (act == 0.0f) {
-          ++out.removed_gated;  // the ReLU closes it: exactly 0 downstream
+          ++out.removed_zero;  // the ReLU closes it: exactly 0 downstream
           continue;
         }
         if (d.kinds[g] != group_kind::internal || grp.members.size() != 1)
@@ -331,19 +331,22 @@ compaction compact(model& masked, const network_description& d, const psap::prun
   return out;
 }
 
-double max_abs_logit_diff(model& a, model& b, const float* x, int n) {
-  if (a.num_classes() != b.num_classes()) throw std::invalid_argument("max_abs_logit_diff: the models differ in classes");
+logit_comparison compare_logits(model& a, model& b, const float* x, int n) {
+  if (a.num_classes() != b.num_classes()) throw std::invalid_argument("compare_logits: the models differ in classes");
   std::vector<float> la(static_cast<std::size_t>(n) * static_cast<std::size_t>(a.num_classes()));
   std::vector<float> lb(la.size());
   a.forward(x, n, la.data(), false);
   b.forward(x, n, lb.data(), false);
-  double m = 0.0;
+  logit_comparison r;
   for (std::size_t i = 0; i < la.size(); ++i) {
     const double diff = std::fabs(static_cast<double>(la[i]) - static_cast<double>(lb[i]));
-    if (std::isnan(diff)) return diff;
-    m = std::max(m, diff);
+    if (std::isnan(diff)) return {diff, std::fabs(static_cast<double>(la[i]))};
+    r.max_abs_diff = std::max(r.max_abs_diff, diff);
+    r.max_abs_logit = std::max(r.max_abs_logit, std::fabs(static_cast<double>(la[i])));
   }
-  return m;
+  return r;
 }
+
+double max_abs_logit_diff(model& a, model& b, const float* x, int n) { return compare_logits(a, b, x, n).max_abs_diff; }
 
 }  // namespace trainer::prune

@@ -44,7 +44,7 @@ struct compaction {
   std::unique_ptr<model> net;          ///< the compact model (weights copied)
   nlohmann::json config;               ///< its make_model() config: every width, renumbered maps, "bias_maps"
   std::vector<std::string> bias_maps;  ///< convs given a new or updated bias map
-  std::int64_t removed_gated = 0;      ///< pruned channels (per member) that output exactly 0
+  std::int64_t removed_zero = 0;      ///< pruned channels (per member) that output exactly 0
   std::int64_t removed_constant = 0;   ///< pruned channels whose constant was folded into consumers
 };
 
@@ -55,5 +55,12 @@ compaction compact(model& masked, const network_description& d, const psap::prun
 
 /// max |a(x) − b(x)| over the logits of n images, both in eval mode.
 double max_abs_logit_diff(model& a, model& b, const float* x, int n);
+
+struct logit_comparison {
+  double max_abs_diff = 0;   ///< max |a(x) − b(x)|
+  double max_abs_logit = 0;  ///< max |a(x)|: the scale the difference is measured against
+};
+/// Both numbers over the logits of n images, both models in eval mode.
+logit_comparison compare_logits(model& a, model& b, const float* x, int n);
 
 }  // namespace trainer::prune

@@ -249,7 +249,7 @@ TEST_CASE("compact: gated and hard-pruned channels are removed exactly") {
         CAPTURE(rec);
         const auto o = run_compaction({cfg, mode, rec});
         CHECK(o.max_diff <= 1e-5);
-        CHECK(o.c.removed_gated > 0);
+        CHECK(o.c.removed_zero > 0);
         CHECK(o.c.removed_constant == 0);
         CHECK(o.c.bias_maps.empty());
         std::printf("compact %-12s %-16s %-10s max |logit diff| %.3g\n", name.c_str(), prune::to_string(mode).c_str(), rec,

@@ -552,13 +552,14 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
     const loop_state done = train_loop(*net, opt, data.train, &data.test, ft, progress.finetune, hooks);
     progress.finetune = done;
   }
+  // The keep-lists (decay zeroes what is left; the masks do not change).
+  const psap::pruning_result result = pruner.finalize(desc.net);
   const double final_accuracy = ft_epochs > 0 ? evaluate_test()
                                 : progress.after_recalibration ? *progress.after_recalibration
                                                                : *progress.after_last_step;
   const loop_state end{prune_end.epoch + progress.finetune.epoch, prune_end.iteration + progress.finetune.iteration};
   const std::int64_t epochs_consumed = progress.init_epochs + end.epoch;
   meta.extra["epochs_consumed"] = std::to_string(epochs_consumed);
-  const psap::pruning_result result = pruner.finalize(desc.net);
   save(final_path, end, last_metrics);
 
   // ---------------------------------------------------------- compaction

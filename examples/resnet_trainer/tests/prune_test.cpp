@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/prune_command.hpp"
 #include "models/model.hpp"
 #include "models/resnet.hpp"
 #include "models/vgg.hpp"
@@ -344,4 +345,71 @@ TEST_CASE("compact: the compact checkpoint config round-trips through make_model
     CHECK(a[i].name == b[i].name);
     CHECK(a[i].shape == b[i].shape);
   }
+}
+
+// --------------------------------------------------------------------------
+// The prune command's configuration
+
+TEST_CASE("prune options: defaults, validation, exclusive --preset/--config") {
+  const json r = resolve_prune_options(json::object());
+  CHECK(r["preset"] == "psap");
+  CHECK(r["groups"] == "internal");
+  CHECK(r["finetune_epochs"] == 0);
+  CHECK(r["recalibrate_batches"] == 16);
+  CHECK(r["init_step"] == true);
+  CHECK(r["budget"].is_null());
+  CHECK_THROWS_WITH_AS((void)resolve_prune_options({{"preset", "sfpp"}}), doctest::Contains("known: psap"), usage_error);
+  CHECK_THROWS_WITH_AS((void)resolve_prune_options({{"budget", 1.0}}), doctest::Contains("outside [0, 1)"), usage_error);
+  CHECK_THROWS_WITH_AS((void)resolve_prune_options({{"groups", "stream"}}), doctest::Contains("internal+stream"), usage_error);
+  CHECK_THROWS_AS((void)resolve_prune_options({{"preset", "sfp"}, {"config", json::object()}}), usage_error);
+  CHECK_THROWS_WITH_AS((void)resolve_prune_options({{"budgett", 0.5}}), doctest::Contains("unknown prune option"), usage_error);
+}
+
+TEST_CASE("prune options: --set overrides with dotted keys") {
+  json cfg = {{"preset", "psap"}, {"schedule", "uniform"}};
+  apply_pruner_override(cfg, "protect.kappa=4");
+  apply_pruner_override(cfg, "schedule.p_max=0.7");  // a policy given by name gains parameters
+  apply_pruner_override(cfg, "reconstruct=hard");     // not JSON: a name
+  apply_pruner_override(cfg, "final_phase=0");
+  CHECK(cfg["protect"] == json{{"kappa", 4}});
+  CHECK(cfg["schedule"] == json{{"name", "uniform"}, {"p_max", 0.7}});
+  CHECK(cfg["reconstruct"] == "hard");
+  CHECK(cfg["final_phase"] == 0);
+  CHECK_THROWS_WITH_AS(apply_pruner_override(cfg, "kappa"), doctest::Contains("key=value"), usage_error);
+  CHECK_THROWS_AS(apply_pruner_override(cfg, "=3"), usage_error);
+  CHECK_THROWS_AS(apply_pruner_override(cfg, "protect..kappa=3"), usage_error);
+}
+
+TEST_CASE("prune options: the pruner configuration of a run") {
+  json o = resolve_prune_options({{"preset", "random"}, {"budget", 0.7}, {"budget_kind", "params"}, {"set", {"schedule.p_max=0.9"}}});
+  const json cfg = pruner_config(o, 12, 42);
+  CHECK(cfg["budget"] == json{{"kind", "params"}, {"target", 0.7}});
+  CHECK(cfg["total_epochs"] == 12);
+  CHECK(cfg["criterion"]["seed"] == 42);  // the random criterion takes the run's seed
+  const json d = psap::describe(psap::make_pruner(cfg));
+  CHECK(d["criterion"]["seed"] == 42);
+  CHECK(d["schedule"]["p_max"] == 0.9);
+  // A seed the user gave is kept; a config file's budget stays unless overridden.
+  o = resolve_prune_options({{"config", {{"preset", "random"}, {"criterion", {{"seed", 5}}}, {"budget", 0.3}}}});
+  const json c2 = pruner_config(o, 3, 42);
+  CHECK(c2["criterion"]["seed"] == 5);
+  CHECK(c2["budget"] == 0.3);
+  // --budget-kind alone keeps the file's target.
+  const json file = {{"preset", "sfp"}, {"budget", {{"kind", "flops"}, {"target", 0.3}}}};
+  o = resolve_prune_options(json{{"config", file}, {"budget_kind", "filters"}});
+  CHECK(pruner_config(o, 3, 0)["budget"] == json{{"kind", "filters"}, {"target", 0.3}});
+  // psap's own messages reach the user.
+  o = resolve_prune_options({{"set", {"schedule.etta=1"}}});
+  CHECK_THROWS_WITH_AS((void)pruner_config(o, 3, 0), doctest::Contains("no parameter 'etta'"), usage_error);
+}
+
+TEST_CASE("prune plan: soft reconstruction is refused with stream groups and with fine-tuning") {
+  const json soft = psap::describe(psap::make_pruner(json{{"preset", "sfp"}}));
+  const json gate = psap::describe(psap::make_pruner(json{{"preset", "psap"}}));
+  CHECK_THROWS_WITH_AS(check_prune_plan(soft, group_mode::internal_stream, true, 0), doctest::Contains("residual stream"),
+                       usage_error);
+  CHECK_NOTHROW(check_prune_plan(soft, group_mode::internal_stream, false, 0));  // VGG: no streams
+  CHECK_NOTHROW(check_prune_plan(soft, group_mode::internal, true, 0));
+  CHECK_THROWS_WITH_AS(check_prune_plan(soft, group_mode::internal, true, 3), doctest::Contains("regrow"), usage_error);
+  CHECK_NOTHROW(check_prune_plan(gate, group_mode::internal_stream, true, 3));
 }

@@ -244,9 +244,6 @@ public:
     std::vector<std::uint8_t> state() const {
         if (!bound_) detail::fail("psap::pruner::state: the pruner is not bound to a network yet");
         nlohmann::json j;
-        j["format"] = state_format;
-        j["version"] = state_version;
-        j["fingerprint"] = fingerprint_;
         j["steps"] = steps_;
         j["iteration"] = iteration_;
         j["since_step"] = since_step_;
@@ -260,7 +257,7 @@ public:
         save_policy(j["reconstruct"], reconstruct_);
         j["snapshots"] = save_snapshots();
         j["log"] = log_;
-        return nlohmann::json::to_cbor(j);
+        return wrap_state(j, fingerprint_);
     }
 
     /// Restores state() output. The network must have the same structure. On any
@@ -382,45 +379,83 @@ private:
                                  scores[g][c], "; check the weights and gradients of the group's layers for NaN/Inf");
     }
 
+    /// Every layer's weights and BN gamma/beta, scanned in one batched call
+    /// each; the first bad layer in layer order is reported.
     void check_weights(const Net& net) const {
         using B = backend_t<typename Net::memory_type>;
+        using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+        using V = vector_view<typename Net::value_type, typename Net::memory_type>;
+        std::vector<W> ws;
+        std::vector<V> vs;
+        for (const auto& l : net.layers()) {
+            if (l.has_weight()) ws.push_back(l.weight);
+            if (l.bn) vs.insert(vs.end(), {l.bn->gamma, l.bn->beta});
+        }
+        std::vector<index> wr(ws.size()), vr(vs.size());
+        B::first_nonfinite_rows(std::span<const W>(ws), std::span<index>(wr));
+        B::first_nonfinite_batch(std::span<const V>(vs), std::span<index>(vr));
+        std::size_t w = 0, v = 0;
         for (const auto& l : net.layers()) {
             if (l.has_weight()) {
-                const index r = B::first_nonfinite_row(l.weight);
+                const index r = wr[w++];
                 if (r >= 0)
                     detail::fail("psap: layer '", l.name, "' has a NaN or Inf weight in filter ", r,
                                  "; training diverged (lower the learning rate) or the weights were not initialised");
             }
-            if (l.bn) {
-                for (const auto* v : {&l.bn->gamma, &l.bn->beta}) {
-                    const index i = B::first_nonfinite(*v);
+            if (l.bn)
+                for (const char* what : {"gamma", "beta"}) {
+                    const index i = vr[v++];
                     if (i >= 0)
-                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", v == &l.bn->gamma ? "gamma" : "beta",
-                                     " at channel ", i, "; training diverged");
+                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", what, " at channel ", i, "; training diverged");
                 }
-            }
         }
     }
 
+    /// The gradients of every member layer (each layer once, in group order),
+    /// scanned in one batched call per kind.
     void check_gradients(const Net& net) const {
         using B = backend_t<typename Net::memory_type>;
+        using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+        using V = vector_view<typename Net::value_type, typename Net::memory_type>;
+        std::vector<index> order;  // member layers, first occurrence in (group, member) order
+        std::vector<std::uint8_t> seen(net.layers().size(), 0);
         for (const auto& g : net.groups())
-            for (const auto& m : g.members) {
-                const auto& l = net.layers()[static_cast<std::size_t>(m.layer)];
-                if (l.bn) {
-                    for (const auto* v : {&l.bn->grad_gamma, &l.bn->grad_beta, &l.bn->gate_grad}) {
-                        const index i = v->empty() ? -1 : B::first_nonfinite(*v);
-                        if (i >= 0)
-                            detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm gradient at channel ", i,
-                                         "; the loss diverged (lower the learning rate, check the data)");
-                    }
-                } else if (!l.grad.empty()) {
-                    const index r = B::first_nonfinite_row(l.grad);
-                    if (r >= 0)
-                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf gradient in filter ", r,
+            for (const auto& m : g.members)
+                if (!seen[static_cast<std::size_t>(m.layer)]) {
+                    seen[static_cast<std::size_t>(m.layer)] = 1;
+                    order.push_back(m.layer);
+                }
+        std::vector<W> ws;
+        std::vector<V> vs;
+        for (index li : order) {
+            const auto& l = net.layers()[static_cast<std::size_t>(li)];
+            if (l.bn) {
+                for (const auto* v : {&l.bn->grad_gamma, &l.bn->grad_beta, &l.bn->gate_grad})
+                    if (!v->empty()) vs.push_back(*v);
+            } else if (!l.grad.empty()) {
+                ws.push_back(l.grad);
+            }
+        }
+        std::vector<index> wr(ws.size()), vr(vs.size());
+        B::first_nonfinite_rows(std::span<const W>(ws), std::span<index>(wr));
+        B::first_nonfinite_batch(std::span<const V>(vs), std::span<index>(vr));
+        std::size_t w = 0, v = 0;
+        for (index li : order) {
+            const auto& l = net.layers()[static_cast<std::size_t>(li)];
+            if (l.bn) {
+                for (const auto* x : {&l.bn->grad_gamma, &l.bn->grad_beta, &l.bn->gate_grad}) {
+                    const index i = x->empty() ? -1 : vr[v++];
+                    if (i >= 0)
+                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm gradient at channel ", i,
                                      "; the loss diverged (lower the learning rate, check the data)");
                 }
+            } else if (!l.grad.empty()) {
+                const index r = wr[w++];
+                if (r >= 0)
+                    detail::fail("psap: layer '", l.name, "' has a NaN or Inf gradient in filter ", r,
+                                 "; the loss diverged (lower the learning rate, check the data)");
             }
+        }
     }
 
     template <class P>

@@ -10,11 +10,34 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace psap {
 
 inline constexpr const char* state_format = "psap-pruner-state";
-inline constexpr int state_version = 1;
+inline constexpr int state_version = 2;
+
+namespace detail {
+/// FNV-1a over the payload: catches flipped or lost bytes that would still parse.
+inline std::uint64_t state_checksum(std::span<const std::uint8_t> bytes) noexcept {
+    std::uint64_t h = 1469598103934665603ull;
+    for (auto b : bytes) h = (h ^ b) * 1099511628211ull;
+    return h;
+}
+}  // namespace detail
+
+/// The blob state() returns: an envelope (format, version, fingerprint,
+/// checksum) around the CBOR payload.
+inline std::vector<std::uint8_t> wrap_state(const nlohmann::json& payload, std::uint64_t fingerprint) {
+    auto bytes = nlohmann::json::to_cbor(payload);
+    const auto sum = detail::state_checksum(bytes);
+    nlohmann::json env{{"format", state_format},
+                       {"version", state_version},
+                       {"fingerprint", fingerprint},
+                       {"checksum", sum},
+                       {"payload", nlohmann::json::binary(std::move(bytes))}};
+    return nlohmann::json::to_cbor(env);
+}
 
 inline void from_json(const nlohmann::json& j, group_decision& d) {
     auto num = [&](const char* k) { return j.at(k).is_null() ? not_measured : j.at(k).get<double>(); };
@@ -48,25 +71,37 @@ inline void from_json(const nlohmann::json& j, step_log& s) {
 
 /// Parses and checks a state blob: format, version, fingerprint, group count.
 inline nlohmann::json parse_state(std::span<const std::uint8_t> blob, std::uint64_t fingerprint, std::size_t groups) {
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::from_cbor(blob.begin(), blob.end());
-    } catch (const nlohmann::json::exception& e) {
-        detail::fail("psap::pruner::load_state: the state blob (", blob.size(), " bytes) is corrupt or truncated (", e.what(),
-                     "); pass the exact bytes returned by state()");
-    }
-    if (!j.is_object() || j.value("format", "") != state_format)
+    auto parse = [&](std::span<const std::uint8_t> bytes, const char* what) {
+        try {
+            return nlohmann::json::from_cbor(bytes.begin(), bytes.end());
+        } catch (const nlohmann::json::exception& e) {
+            detail::fail("psap::pruner::load_state: the state ", what, " (", bytes.size(), " bytes) is corrupt or truncated (", e.what(),
+                         "); pass the exact bytes returned by state()");
+        }
+    };
+    const nlohmann::json env = parse(blob, "blob");
+    if (!env.is_object() || !env.contains("format") || env.at("format") != state_format)
         detail::fail("psap::pruner::load_state: the blob is not a psap pruner state (missing format tag '", state_format, "')");
-    if (j.value("version", 0) != state_version)
-        detail::fail("psap::pruner::load_state: state version ", j.value("version", 0), " is not supported (this build reads version ",
+    const auto version = env.contains("version") && env.at("version").is_number_integer() ? env.at("version").get<int>() : 0;
+    if (version != state_version)
+        detail::fail("psap::pruner::load_state: state version ", version, " is not supported (this build reads version ",
                      state_version, ")");
-    const auto fp = j.value("fingerprint", std::uint64_t{0});
+    const auto fp = env.contains("fingerprint") && env.at("fingerprint").is_number_unsigned() ? env.at("fingerprint").get<std::uint64_t>() : 0;
     if (fp != fingerprint)
         detail::fail("psap::pruner::load_state: the state was saved from another network (structure fingerprint ", fp,
                      ", this network ", fingerprint,
                      "); load it into a network with the same layers and groups, built in the same order");
-    if (!j.contains("groups") || j.at("groups").size() != groups)
-        detail::fail("psap::pruner::load_state: the state describes ", j.contains("groups") ? j.at("groups").size() : 0,
+    if (!env.contains("payload") || !env.at("payload").is_binary() || !env.contains("checksum") ||
+        !env.at("checksum").is_number_unsigned())
+        detail::fail("psap::pruner::load_state: the state blob has no payload or checksum; pass the exact bytes returned by state()");
+    const auto& payload = env.at("payload").get_binary();
+    if (detail::state_checksum(payload) != env.at("checksum").get<std::uint64_t>())
+        detail::fail("psap::pruner::load_state: the state payload does not match its checksum (", payload.size(),
+                     " bytes); the blob was altered or truncated");
+    nlohmann::json j = parse(payload, "payload");
+    if (!j.is_object() || !j.contains("groups") || !j.at("groups").is_array() || j.at("groups").size() != groups)
+        detail::fail("psap::pruner::load_state: the state describes ",
+                     j.is_object() && j.contains("groups") && j.at("groups").is_array() ? j.at("groups").size() : 0,
                      " groups, the network has ", groups);
     return j;
 }

@@ -289,27 +289,38 @@ TEST_CASE("state blobs: from another network, before binding, truncated or corru
         CHECK_ERROR(q.load_state(m.net(), no_fields), "psap::pruner::load_state");
     }
     SUBCASE("a well-formed blob with a field missing or of the wrong type") {
-        auto j = nlohmann::json::from_cbor(blob);
+        // Edit the payload behind a valid envelope (re-wrapped with a fresh
+        // checksum), so the payload's own validation is what is tested.
+        const auto fp = m.net().fingerprint();
+        auto j = nlohmann::json::from_cbor(nlohmann::json::from_cbor(blob).at("payload").get_binary());
+        auto wrap = [&](const nlohmann::json& x) { return psap::wrap_state(x, fp); };
         for (const char* key : {"steps", "snapshots", "log", "protect", "criterion"}) {
             CAPTURE(key);
             auto broken = j;
             broken.erase(key);
             auto q = psap::presets::psap({budget_kind::flops, 0.4}, 10);
-            CHECK_ERROR(q.load_state(m.net(), nlohmann::json::to_cbor(broken)), "psap::pruner::load_state", key);
+            CHECK_ERROR(q.load_state(m.net(), wrap(broken)), "psap::pruner::load_state", key);
             broken = j;
             broken[key] = "wrong";
-            CHECK_ERROR(q.load_state(m.net(), nlohmann::json::to_cbor(broken)), "psap::pruner::load_state");
+            CHECK_ERROR(q.load_state(m.net(), wrap(broken)), "psap::pruner::load_state");
         }
         auto broken = j;
         broken["groups"][0]["ratio"] = std::nan("");
         auto q = psap::presets::psap({budget_kind::flops, 0.4}, 10);
-        CHECK_ERROR(q.load_state(m.net(), nlohmann::json::to_cbor(broken)), "ratio");
+        CHECK_ERROR(q.load_state(m.net(), wrap(broken)), "ratio");
         broken = j;
         broken["groups"][1]["pruned"] = nlohmann::json::binary({0, 7, 1, 0, 0, 0});
-        CHECK_ERROR(q.load_state(m.net(), nlohmann::json::to_cbor(broken)), "'body_out'", "mask");
+        CHECK_ERROR(q.load_state(m.net(), wrap(broken)), "'body_out'", "mask");
         broken = j;
         broken["protect"]["acc"] = std::vector<std::vector<double>>{{1.0}};
-        CHECK_ERROR(q.load_state(m.net(), nlohmann::json::to_cbor(broken)), "gradient_pulse");
+        CHECK_ERROR(q.load_state(m.net(), wrap(broken)), "gradient_pulse");
+    }
+    SUBCASE("a payload altered behind an intact envelope fails its checksum") {
+        auto env = nlohmann::json::from_cbor(blob);
+        auto& payload = env.at("payload").get_binary();
+        payload[payload.size() / 2] ^= 0x01;
+        auto q = psap::presets::psap({budget_kind::flops, 0.4}, 10);
+        CHECK_ERROR(q.load_state(m.net(), nlohmann::json::to_cbor(env)), "checksum");
     }
     SUBCASE("flipped bytes: a psap::error or a state that still works, never another exception or a crash") {
         int errors = 0, loaded = 0;

@@ -146,6 +146,8 @@ public:
             mix_i(l.out_channels);
             mix_i(l.in_channels);
             mix_i(l.kernel_area);
+            mix_i(l.out_positions);
+            mix_i(l.bias.empty() ? 0 : 1);
             mix_i(l.bn.has_value() ? 1 : 0);
         }
         for (const auto& g : groups_) {

@@ -219,7 +219,7 @@ void conv2d::forward(const tensor& x, tensor& y, bool train) {
   {
     workspace& w = ws_[static_cast<std::size_t>(thread_id())];
     int begin = 0, end = 0;
-    thread_range(xs.n, thread_id(), max_threads(), begin, end);
+    thread_range(xs.n, thread_id(), team_size(), begin, end);
     for (int n0 = begin; n0 < end; n0 += chunk) {
       const int cn = std::min(chunk, end - n0);
       if (shifted) {
@@ -310,7 +310,7 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
     workspace& w = ws_[static_cast<std::size_t>(t)];
     float* dwt = dw_[static_cast<std::size_t>(t)].data();
     int begin = 0, end = 0;
-    thread_range(xs.n, t, max_threads(), begin, end);
+    thread_range(xs.n, t, team_size(), begin, end);
     for (int n0 = begin; n0 < end; n0 += chunk) {
       const int cn = std::min(chunk, end - n0);
       if (shifted) {

@@ -266,6 +266,15 @@ TEST_CASE("resnet20 option A: PyTorch names, shapes and counts") {
   CHECK(m->bn_layers()[convs[7].bn].name == "layer2.0.bn1");
 }
 
+TEST_CASE("deeper CIFAR resnets: parameter counts by hand") {
+  // n blocks per stage: convs 432 + 2n·2304 + (4608 + (2n−1)·9216) + (18432 + (2n−1)·36864),
+  // BN 2·(16 + 2n·(16 + 32 + 64)), fc 650. These are also akamaster's printed totals.
+  CHECK(parameter_count(*make_model(resnet_config(56), 1)) == 853018);
+  CHECK(parameter_count(*make_model(resnet_config(110), 1)) == 1727962);
+  CHECK(make_model(resnet_config(110), 1)->conv_layers().size() == 109);
+  CHECK_THROWS_AS(resnet_config(21), std::invalid_argument);
+}
+
 TEST_CASE("resnet option B adds downsample convs with torchvision names") {
   auto m = make_model(resnet_config(20, 10, 3, 32, 32, 'B'), 1);
   CHECK(m->name() == "resnet20-B");

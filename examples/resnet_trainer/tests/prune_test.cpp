@@ -347,6 +347,24 @@ TEST_CASE("compact: the compact checkpoint config round-trips through make_model
   }
 }
 
+TEST_CASE("compact: a compact network with bias maps can be pruned and compacted again") {
+  // Round 1 leaves bias maps in the compact model; round 2 prunes that model
+  // (soft again), so its consumers' existing maps are sliced and added to.
+  auto o1 = run_compaction({resnet_config(8, 10, 3, 16, 16, 'A'), group_mode::internal, "soft"});
+  REQUIRE(!o1.c.bias_maps.empty());
+  model& m = *o1.c.net;
+  auto d = prune::describe(m, group_mode::internal);
+  auto pruner = psap::make_pruner(json{{"schedule", "uniform"}, {"criterion", "l2_norm"}, {"protect", "none"},
+                                       {"reconstruct", "soft"}, {"budget", 0.3}, {"total_epochs", 1}});
+  pruner.step(d.net, 1);
+  const auto r = pruner.finalize(d.net);
+  const auto c2 = prune::compact(m, d, r);
+  CHECK(c2.removed_constant > 0);
+  const auto x = random_images(m, 6, test::seed() + 13);
+  CHECK(prune::max_abs_logit_diff(m, *c2.net, x.data(), 6) <= 1e-5);
+  CHECK(total_macs(*c2.net) == r.after.macs);
+}
+
 // --------------------------------------------------------------------------
 // The prune command's configuration
 

@@ -242,9 +242,11 @@ TEST_CASE("compact: gated and hard-pruned channels are removed exactly") {
   const std::vector<std::pair<std::string, json>> nets = {{"resnet20-A", resnet_config(20, 10, 3, 16, 16, 'A')},
                                                           {"resnet20-B", resnet_config(20, 10, 3, 16, 16, 'B')},
                                                           {"vgg16-small", small_vgg()}};
-  for (const auto& [name, cfg] : nets)
+  for (const auto& net : nets)  // not a structured binding: clang 14 cannot capture those (CAPTURE)
     for (const auto mode : {group_mode::internal, group_mode::internal_stream})
       for (const char* rec : {"protective", "hard", "decay"}) {
+        const std::string& name = net.first;
+        const json& cfg = net.second;
         CAPTURE(name);
         CAPTURE(prune::to_string(mode));
         CAPTURE(rec);
@@ -262,7 +264,9 @@ TEST_CASE("compact: soft-pruned channels fold their constants into bias maps") {
   const std::vector<std::pair<std::string, json>> nets = {{"resnet20-A", resnet_config(20, 10, 3, 16, 16, 'A')},
                                                           {"resnet20-B", resnet_config(20, 10, 3, 16, 16, 'B')},
                                                           {"vgg16-small", small_vgg()}};
-  for (const auto& [name, cfg] : nets) {
+  for (const auto& net : nets) {
+    const std::string& name = net.first;
+    const json& cfg = net.second;
     CAPTURE(name);
     const auto o = run_compaction({cfg, group_mode::internal, "soft"});
     CHECK(o.max_diff <= 1e-5);

@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
+#include <optional>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -347,6 +350,226 @@ status copy_entries(dvector<const T> src, dvector<T> dst, const index* which, in
     });
 }
 
+// ------------------------------------------------------------------ batches
+
+namespace {
+
+/// Arrays of a batch (view descriptors, offsets, thresholds) packed into one
+/// host buffer and copied to device scratch memory with one copy; at(offset)
+/// gives the device address of an array added at that offset.
+class packed {
+public:
+    template <class U>
+    std::size_t add(const std::vector<U>& v) {
+        static_assert(std::is_trivially_copyable_v<U> && alignof(U) <= 8);
+        const std::size_t at = host_.size();
+        host_.resize(at + (v.size() * sizeof(U) + 7) / 8 * 8);
+        if (!v.empty()) std::memcpy(host_.data() + at, v.data(), v.size() * sizeof(U));
+        return at;
+    }
+    /// Copies the packed arrays to the device (the host buffer outlives the copy: it lives as long as this object).
+    status upload(const char* op, cudaStream_t s) {
+        dev_.emplace(host_.size(), s);
+        if (dev_->error() != cudaSuccess) return cuda_failure(op, dev_->error(), "allocating the batch's descriptors");
+        const cudaError_t e = cudaMemcpyAsync(dev_->as<unsigned char>(), host_.data(), host_.size(), cudaMemcpyHostToDevice, s);
+        return e == cudaSuccess ? status{} : cuda_failure(op, e, "copying the batch's descriptors to the device");
+    }
+    template <class U>
+    const U* at(std::size_t offset) const {
+        return reinterpret_cast<const U*>(dev_->as<unsigned char>() + offset);
+    }
+
+private:
+    std::vector<unsigned char> host_;
+    std::optional<scratch> dev_;
+};
+
+status check_batch(const char* op, const void* views, index count, const void* outs) {
+    if (count < 0) return invalid(op, "negative batch size " + std::to_string(count));
+    if (count > 0 && (views == nullptr || outs == nullptr))
+        return invalid(op, "null view or output array for a batch of " + std::to_string(count) + " views");
+    return {};
+}
+
+/// Scatters the batch's results (view k's at all[offset[k] ..]) into the host outputs.
+void scatter(const std::vector<double>& all, const std::vector<index>& offset, double* const* outs_host) {
+    for (std::size_t k = 0; k + 1 < offset.size(); ++k)
+        std::copy(all.begin() + offset[k], all.begin() + offset[k + 1], outs_host[k]);
+}
+
+/// A row-reduction batch: one launch over the rows of all views (`second`:
+/// row_dots' b views, `thresholds`: row_count_below's), one copy, one synchronisation.
+/// launch(blocks, batch, second, thresholds, total, out).
+template <class T, class Launch>
+status reduce_batch(const char* op, const dmatrix<const T>* views, const dmatrix<const T>* second, const double* thresholds, index count,
+                    double* const* outs_host, cudaStream_t s, Launch launch) {
+    if (auto st = check_batch(op, views, count, outs_host); !st) return st;
+    std::vector<k::mat<const T>> desc, desc2;
+    std::vector<index> offset{0};
+    std::vector<double> limits;
+    for (index v = 0; v < count; ++v) {
+        const auto& w = views[v];
+        if (second != nullptr && (second[v].rows() != w.rows() || second[v].cols() != w.cols()))
+            return invalid(op, "view " + std::to_string(v) + ": shapes " + shape(w.rows(), w.cols()) + " and " +
+                                   shape(second[v].rows(), second[v].cols()) + " differ");
+        if (auto st = check_out(op, outs_host[v], w.rows()); !st) return st;
+        desc.push_back(arg(w));
+        if (second != nullptr) desc2.push_back(arg(second[v]));
+        if (thresholds != nullptr) limits.push_back(thresholds[v]);
+        offset.push_back(offset.back() + w.rows());
+    }
+    const index total = offset.back();
+    if (total == 0) return {};
+    const unsigned blocks = reduction_blocks(total);
+    if (blocks == 0) return invalid(op, std::to_string(total) + " rows need more than 2^31 blocks");
+    packed in;
+    const std::size_t d = in.add(desc), o = in.add(offset), d2 = in.add(desc2), x = in.add(limits);
+    if (auto st = in.upload(op, s); !st) return st;
+    scratch out(static_cast<std::size_t>(total) * sizeof(double), s);
+    if (out.error() != cudaSuccess) return cuda_failure(op, out.error(), "allocating the result");
+    const k::batch<k::mat<const T>> b{in.at<k::mat<const T>>(d), in.at<index>(o), count};
+    launch(blocks, b, second != nullptr ? in.at<k::mat<const T>>(d2) : nullptr, thresholds != nullptr ? in.at<double>(x) : nullptr, total,
+           out.as<double>());
+    std::vector<double> all(static_cast<std::size_t>(total));
+    if (auto st = fetch(op, all.data(), out.as<double>(), total, s); !st) return st;
+    scatter(all, offset, outs_host);
+    return {};
+}
+
+/// A finiteness batch over `items(view)` elements per view: first[k] starts at
+/// ~0ull, the kernel lowers it with atomicMin; one copy, one synchronisation.
+template <class V, class Items, class Launch>
+status nonfinite_batch(const char* op, const std::vector<V>& desc, Items items, index* result_host, cudaStream_t s, Launch launch) {
+    const index count = static_cast<index>(desc.size());
+    std::fill(result_host, result_host + count, index{-1});
+    std::vector<index> offset{0};
+    for (index v = 0; v < count; ++v) offset.push_back(offset.back() + items(v));
+    const index total = offset.back();
+    if (total == 0) return {};
+    packed in;
+    const std::size_t d = in.add(desc), o = in.add(offset);
+    if (auto st = in.upload(op, s); !st) return st;
+    scratch first(static_cast<std::size_t>(count) * sizeof(unsigned long long), s);
+    if (first.error() != cudaSuccess) return cuda_failure(op, first.error(), "allocating the result");
+    if (const cudaError_t e = cudaMemsetAsync(first.as<unsigned long long>(), 0xff, static_cast<std::size_t>(count) * sizeof(unsigned long long), s);
+        e != cudaSuccess)
+        return cuda_failure(op, e, "initialising the result");
+    launch(k::batch<V>{in.at<V>(d), in.at<index>(o), count}, total, first.as<unsigned long long>());
+    std::vector<unsigned long long> r(static_cast<std::size_t>(count));
+    if (auto st = fetch(op, r.data(), first.as<unsigned long long>(), count, s); !st) return st;
+    for (index v = 0; v < count; ++v)
+        if (r[static_cast<std::size_t>(v)] != ~0ull) result_host[v] = static_cast<index>(r[static_cast<std::size_t>(v)]);
+    return {};
+}
+
+}  // namespace
+
+template <class T>
+status row_reduce_batch(const dmatrix<const T>* views, index count, row_op op, double* const* outs_host, cudaStream_t s) {
+    const char* name = op == row_op::square ? "row_sq_norms_batch" : "row_abs_sums_batch";
+    return reduce_batch<T>(name, views, nullptr, nullptr, count, outs_host, s,
+                           [&](unsigned blocks, k::batch<k::mat<const T>> b, const k::mat<const T>*, const double*, index total, double* out) {
+                               if (op == row_op::square)
+                                   k::batch_reduce_kernel<<<blocks, k::block_threads, 0, s>>>(b, total, reduce::square{}, out);
+                               else
+                                   k::batch_reduce_kernel<<<blocks, k::block_threads, 0, s>>>(b, total, reduce::absolute{}, out);
+                           });
+}
+
+template <class T>
+status row_dots_batch(const dmatrix<const T>* a, const dmatrix<const T>* b, index count, double* const* outs_host, cudaStream_t s) {
+    if (count > 0 && b == nullptr) return invalid("row_dots_batch", "null second view array");
+    return reduce_batch<T>("row_dots_batch", a, b, nullptr, count, outs_host, s,
+                           [&](unsigned blocks, k::batch<k::mat<const T>> x, const k::mat<const T>* y, const double*, index total, double* out) {
+                               k::batch_dots_kernel<<<blocks, k::block_threads, 0, s>>>(x, y, total, out);
+                           });
+}
+
+template <class T>
+status row_count_below_batch(const dmatrix<const T>* views, const double* thresholds, index count, double* const* outs_host, cudaStream_t s) {
+    if (count > 0 && thresholds == nullptr) return invalid("row_count_below_batch", "null threshold array");
+    return reduce_batch<T>("row_count_below_batch", views, nullptr, thresholds, count, outs_host, s,
+                           [&](unsigned blocks, k::batch<k::mat<const T>> b, const k::mat<const T>*, const double* t, index total, double* out) {
+                               k::batch_count_below_kernel<<<blocks, k::block_threads, 0, s>>>(b, t, total, out);
+                           });
+}
+
+template <class T>
+status pairwise_sq_distances_batch(const dmatrix<const T>* views, index count, double* const* outs_host, cudaStream_t s) {
+    const char* op = "pairwise_sq_distances_batch";
+    if (auto st = check_batch(op, views, count, outs_host); !st) return st;
+    std::vector<index> offset{0};
+    for (index v = 0; v < count; ++v) {
+        const index n = views[v].rows();
+        if (auto st = check_out(op, outs_host[v], n * n); !st) return st;
+        if (n > 0 && reduction_blocks(n * n) == 0) return invalid(op, std::to_string(n * n) + " pairs need more than 2^31 blocks");
+        offset.push_back(offset.back() + n * n);
+    }
+    const index total = offset.back();
+    if (total == 0) return {};
+    scratch out(static_cast<std::size_t>(total) * sizeof(double), s);
+    if (out.error() != cudaSuccess) return cuda_failure(op, out.error(), "allocating the result");
+    for (index v = 0; v < count; ++v) {
+        const index n = views[v].rows();
+        if (n > 0)
+            k::pairwise_kernel<<<reduction_blocks(n * n), k::block_threads, 0, s>>>(arg(views[v]), out.as<double>() + offset[static_cast<std::size_t>(v)]);
+    }
+    std::vector<double> all(static_cast<std::size_t>(total));
+    if (auto st = fetch(op, all.data(), out.as<double>(), total, s); !st) return st;
+    scatter(all, offset, outs_host);
+    return {};
+}
+
+template <class T>
+status read_batch(const dvector<const T>* views, index count, double* const* outs_host, cudaStream_t s) {
+    const char* op = "read_batch";
+    if (auto st = check_batch(op, views, count, outs_host); !st) return st;
+    std::vector<k::vec<const T>> desc;
+    std::vector<index> offset{0};
+    for (index v = 0; v < count; ++v) {
+        if (auto st = check_out(op, outs_host[v], views[v].size()); !st) return st;
+        desc.push_back(arg(views[v]));
+        offset.push_back(offset.back() + views[v].size());
+    }
+    const index total = offset.back();
+    if (total == 0) return {};
+    packed in;
+    const std::size_t d = in.add(desc), o = in.add(offset);
+    if (auto st = in.upload(op, s); !st) return st;
+    scratch out(static_cast<std::size_t>(total) * sizeof(double), s);
+    if (out.error() != cudaSuccess) return cuda_failure(op, out.error(), "allocating the result");
+    k::batch_read_kernel<<<elementwise_blocks(total), k::elementwise_threads, 0, s>>>(
+        k::batch<k::vec<const T>>{in.at<k::vec<const T>>(d), in.at<index>(o), count}, total, out.as<double>());
+    std::vector<double> all(static_cast<std::size_t>(total));
+    if (auto st = fetch(op, all.data(), out.as<double>(), total, s); !st) return st;
+    scatter(all, offset, outs_host);
+    return {};
+}
+
+template <class T>
+status first_nonfinite_rows(const dmatrix<const T>* views, index count, index* rows_host, cudaStream_t s) {
+    const char* op = "first_nonfinite_rows";
+    if (auto st = check_batch(op, views, count, rows_host); !st) return st;
+    std::vector<k::mat<const T>> desc;
+    for (index v = 0; v < count; ++v) desc.push_back(arg(views[v]));
+    return nonfinite_batch(op, desc, [&](index v) { return views[v].rows() * views[v].cols(); }, rows_host, s,
+                           [&](k::batch<k::mat<const T>> b, index total, unsigned long long* first) {
+                               k::batch_nonfinite_rows_kernel<<<elementwise_blocks(total), k::elementwise_threads, 0, s>>>(b, total, first);
+                           });
+}
+
+template <class T>
+status first_nonfinite_batch(const dvector<const T>* views, index count, index* entries_host, cudaStream_t s) {
+    const char* op = "first_nonfinite_batch";
+    if (auto st = check_batch(op, views, count, entries_host); !st) return st;
+    std::vector<k::vec<const T>> desc;
+    for (index v = 0; v < count; ++v) desc.push_back(arg(views[v]));
+    return nonfinite_batch(op, desc, [&](index v) { return views[v].size(); }, entries_host, s,
+                           [&](k::batch<k::vec<const T>> b, index total, unsigned long long* first) {
+                               k::batch_nonfinite_kernel<<<elementwise_blocks(total), k::elementwise_threads, 0, s>>>(b, total, first);
+                           });
+}
+
 // ------------------------------------------------------------------ memory
 
 status allocate_zeroed(void** ptr, std::size_t bytes, cudaStream_t s) {
@@ -416,7 +639,14 @@ status synchronize(cudaStream_t s) {
     template status zero_rows<T>(dmatrix<T>, const index*, index, cudaStream_t);                                 \
     template status scale_rows<T>(dmatrix<T>, const index*, index, T, cudaStream_t);                             \
     template status copy_rows<T>(dmatrix<const T>, dmatrix<T>, const index*, index, cudaStream_t);               \
-    template status copy_entries<T>(dvector<const T>, dvector<T>, const index*, index, cudaStream_t);
+    template status copy_entries<T>(dvector<const T>, dvector<T>, const index*, index, cudaStream_t);                 \
+    template status row_reduce_batch<T>(const dmatrix<const T>*, index, row_op, double* const*, cudaStream_t);            \
+    template status row_dots_batch<T>(const dmatrix<const T>*, const dmatrix<const T>*, index, double* const*, cudaStream_t); \
+    template status pairwise_sq_distances_batch<T>(const dmatrix<const T>*, index, double* const*, cudaStream_t);         \
+    template status row_count_below_batch<T>(const dmatrix<const T>*, const double*, index, double* const*, cudaStream_t); \
+    template status read_batch<T>(const dvector<const T>*, index, double* const*, cudaStream_t);                          \
+    template status first_nonfinite_rows<T>(const dmatrix<const T>*, index, index*, cudaStream_t);                        \
+    template status first_nonfinite_batch<T>(const dvector<const T>*, index, index*, cudaStream_t);
 
 PSAP_CUDA_INSTANTIATE(float)
 PSAP_CUDA_INSTANTIATE(double)

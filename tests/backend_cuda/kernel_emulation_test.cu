@@ -241,6 +241,119 @@ void writes(const layout& l, std::mt19937_64& g) {
     writes_with<T>(l, g, true);
 }
 
+/// The batch bodies: several views (empty ones too) in one emulated launch,
+/// against psap::reduce view by view, as the single-view bodies are.
+template <class T>
+void batches(const std::vector<layout>& ls, std::mt19937_64& g) {
+    std::vector<std::vector<T>> a, b;
+    std::vector<k::mat<const T>> A, Bv;
+    std::vector<index> rows{0}, elements{0};
+    for (const auto& l : ls) {
+        a.push_back(random_values<T>(l.storage(), g));
+        b.push_back(random_values<T>(l.storage(), g));
+    }
+    for (std::size_t v = 0; v < ls.size(); ++v) {
+        const auto& l = ls[v];
+        A.push_back({a[v].data(), l.rows, l.cols, l.rs(), l.cs});
+        Bv.push_back({b[v].data(), l.rows, l.cols, l.rs(), l.cs});
+        rows.push_back(rows.back() + l.rows);
+        elements.push_back(elements.back() + l.rows * l.cols);
+    }
+    const index count = static_cast<index>(ls.size()), total = rows.back();
+    const k::batch<k::mat<const T>> batch{A.data(), rows.data(), count};
+    const char* type = sizeof(T) == 4 ? "float" : "double";
+
+    for (index e = 0; e < total; ++e) {
+        const index v = k::batch_view_of(rows.data(), count, e);
+        EXPECT(rows[static_cast<std::size_t>(v)] <= e && e < rows[static_cast<std::size_t>(v) + 1], "batch_view_of %s item %lld", type,
+               static_cast<long long>(e));
+    }
+    auto check_rows = [&](const std::vector<double>& out, auto ref, const char* name) {
+        for (std::size_t v = 0; v < ls.size(); ++v)
+            for (index i = 0; i < ls[v].rows; ++i) {
+                const double r = ref(v, i);
+                const double got = out[static_cast<std::size_t>(rows[v] + i)];
+                EXPECT(same_bits(got, r), "%s %s view %zu row %lld: %.17g vs %.17g", name, type, v, static_cast<long long>(i), got, r);
+            }
+    };
+    auto row_of = [&](const std::vector<std::vector<T>>& x, std::size_t v, index i) { return x[v].data() + i * ls[v].rs(); };
+
+    auto unary = [&](auto op, const char* name) {
+        std::vector<double> out(static_cast<std::size_t>(total), -1.0);
+        emulate<double>(
+            total, [&](k::row_lane t) { return k::batch_reduce_part(batch, total, op, t); },
+            [&](k::row_lane t, const double* part) { k::row_store(total, t, part, out.data()); });
+        check_rows(out, [&](std::size_t v, index i) { return psap::reduce::unary(row_of(a, v, i), ls[v].cs, ls[v].cols, op); }, name);
+    };
+    unary(psap::reduce::square{}, "batch row_sq_norms");
+    unary(psap::reduce::absolute{}, "batch row_abs_sums");
+    {
+        std::vector<double> out(static_cast<std::size_t>(total), -1.0);
+        emulate<double>(
+            total, [&](k::row_lane t) { return k::batch_dots_part(batch, Bv.data(), total, t); },
+            [&](k::row_lane t, const double* part) { k::row_store(total, t, part, out.data()); });
+        check_rows(out,
+                   [&](std::size_t v, index i) {
+                       return psap::reduce::binary(row_of(a, v, i), ls[v].cs, row_of(b, v, i), ls[v].cs, ls[v].cols, psap::reduce::product{});
+                   },
+                   "batch row_dots");
+    }
+    {
+        std::vector<double> thresholds;
+        for (std::size_t v = 0; v < ls.size(); ++v) thresholds.push_back(std::vector<double>{0.0, 1e-30, 0.5, 1.0}[v % 4]);
+        std::vector<double> out(static_cast<std::size_t>(total), -1.0);
+        emulate<index>(
+            total, [&](k::row_lane t) { return k::batch_count_below_part(batch, thresholds.data(), total, t); },
+            [&](k::row_lane t, const index* part) { k::count_store(total, t, part, out.data()); });
+        check_rows(out,
+                   [&](std::size_t v, index i) {
+                       index c = 0;
+                       for (index j = 0; j < ls[v].cols; ++j) c += std::abs(static_cast<double>(row_of(a, v, i)[j * ls[v].cs])) < thresholds[v];
+                       return static_cast<double>(c);
+                   },
+                   "batch row_count_below");
+    }
+    // read: the rows of every view as vectors (stride cs)
+    {
+        std::vector<k::vec<const T>> V;
+        std::vector<index> entries{0};
+        for (std::size_t v = 0; v < ls.size(); ++v)
+            if (ls[v].rows > 0) {
+                V.push_back({a[v].data(), ls[v].cols, ls[v].cs});
+                entries.push_back(entries.back() + ls[v].cols);
+            }
+        const k::batch<k::vec<const T>> vb{V.data(), entries.data(), static_cast<index>(V.size())};
+        std::vector<double> out(static_cast<std::size_t>(entries.back()), -1.0);
+        for (index e = 0; e < entries.back(); ++e) k::batch_read_one(vb, out.data(), e);
+        bool ok = true;
+        for (std::size_t v = 0; v < V.size(); ++v)
+            for (index i = 0; i < V[v].n; ++i)
+                ok = ok && same_bits(out[static_cast<std::size_t>(entries[v] + i)], static_cast<double>(V[v].p[i * V[v].s]));
+        EXPECT(ok, "batch read %s", type);
+    }
+    // finiteness: poison one element of every other non-empty view
+    {
+        std::vector<index> expect(ls.size(), -1);
+        for (std::size_t v = 0; v < ls.size(); v += 2)
+            if (ls[v].rows > 0 && ls[v].cols > 0) {
+                const index i = static_cast<index>(g() % static_cast<std::uint64_t>(ls[v].rows));
+                const index j = static_cast<index>(g() % static_cast<std::uint64_t>(ls[v].cols));
+                a[v][static_cast<std::size_t>(i * ls[v].rs() + j * ls[v].cs)] = std::numeric_limits<T>::quiet_NaN();
+                expect[v] = i;
+            }
+        const k::batch<k::mat<const T>> eb{A.data(), elements.data(), count};
+        std::vector<index> first(ls.size(), -1);
+        for (index e = 0; e < elements.back(); ++e) {
+            const auto r = k::batch_nonfinite_row_one(eb, e);
+            if (r.view >= 0) {
+                auto& f = first[static_cast<std::size_t>(r.view)];
+                f = f < 0 ? r.row : std::min(f, r.row);
+            }
+        }
+        EXPECT(first == expect, "batch first_nonfinite_rows %s", type);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -256,6 +369,9 @@ int main() {
         writes<float>(l, g);
         writes<double>(l, g);
     }
+    batches<float>(layouts, g);
+    batches<double>(layouts, g);
+    batches<float>({{0, 4, 1, 0}, {5, 17, 3, 2}, {0, 0, 1, 0}, {64, 576, 1, 0}, {1, 1, 1, 0}}, g);
     // a sum whose value depends on the order: the bodies must follow reduce's lanes
     {
         std::vector<float> v(64, 1.0f);

@@ -3,20 +3,29 @@
 /// The host backend: the arithmetic the policies ask for, on host views.
 ///
 /// Reductions follow psap::reduce's canonical order (bitwise equal to the
-/// CUDA backend); rows are independent, so the OpenMP split over rows cannot
-/// change a result. Copies and zeroing use Eigen maps.
+/// CUDA backend). Every operation comes in two forms: on one view, and
+/// batched over many views (`*_batch`), so that a policy asks once for the
+/// whole network. A call runs in at most one OpenMP parallel region, with
+/// the rows of all its views split statically by element count; each row is
+/// computed by one thread in the canonical order, so neither the split nor
+/// the number of threads can change a result. Threading: see cpu_threading.
 
 #include <psap/backend/reduce.hpp>
 #include <psap/error.hpp>
 #include <psap/tensor/view.hpp>
 
-#include <Eigen/Core>
-
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <concepts>
-#include <type_traits>
+#include <cstdlib>
 #include <span>
+#include <type_traits>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 /// PSAP_OMP(clauses) expands to `#pragma omp clauses` when the translation
 /// unit is compiled with OpenMP and to nothing otherwise, so a build without
@@ -30,21 +39,315 @@
 
 namespace psap {
 
+/// Process-wide threading of the CPU backend.
+///
+/// A backend call (one view or a batch) whose total work is below
+/// `min_parallel_work` elements runs on the calling thread; above it, it opens
+/// one parallel region of `max_threads` threads. max_threads = 0 (default)
+/// means OpenMP's own team size, omp_get_max_threads(): OMP_NUM_THREADS or
+/// omp_set_num_threads() of the calling thread. The environment variable
+/// PSAP_NUM_THREADS, read once, sets max_threads for psap alone. Inside an
+/// enclosing parallel region, and without OpenMP, calls run single-threaded.
+/// Results never depend on these settings.
+struct cpu_threading {
+    int max_threads = 0;
+    index min_parallel_work = index{1} << 16;
+
+    static cpu_threading get() noexcept { return {slot_threads().load(std::memory_order_relaxed), slot_work().load(std::memory_order_relaxed)}; }
+    static void set(cpu_threading t) noexcept {
+        slot_threads().store(t.max_threads < 0 ? 0 : t.max_threads, std::memory_order_relaxed);
+        slot_work().store(t.min_parallel_work < 0 ? 0 : t.min_parallel_work, std::memory_order_relaxed);
+    }
+    /// Threads a call with `work` elements uses now.
+    static int team_for(index work) noexcept {
+#if defined(_OPENMP)
+        if (work < slot_work().load(std::memory_order_relaxed) || omp_in_parallel()) return 1;
+        const int t = slot_threads().load(std::memory_order_relaxed);
+        const int n = t > 0 ? t : omp_get_max_threads();
+        return n < 1 ? 1 : n;
+#else
+        (void)work;
+        return 1;
+#endif
+    }
+
+private:
+    static std::atomic<int>& slot_threads() noexcept {
+        static std::atomic<int> s{[] {
+            const char* e = std::getenv("PSAP_NUM_THREADS");
+            const int v = e ? std::atoi(e) : 0;
+            return v > 0 ? v : 0;
+        }()};
+        return s;
+    }
+    static std::atomic<index>& slot_work() noexcept {
+        static std::atomic<index> s{index{1} << 16};
+        return s;
+    }
+};
+
+namespace cpu_detail {
+
+/// Calls body(k, i0, i1) for rows [i0, i1) of every view k < views, where view
+/// k has rows_of(k) rows of cost_of(k) >= 1 elements each. Serial, or one
+/// parallel region in which thread t takes the rows that start in the t-th
+/// equal slice of the total cost (a static split: no row is shared).
+template <class RowsOf, class CostOf, class Body>
+void for_rows(std::size_t views, RowsOf rows_of, CostOf cost_of, Body body) {
+    index total = 0;
+    for (std::size_t k = 0; k < views; ++k) total += rows_of(k) * cost_of(k);
+    const int team = cpu_threading::team_for(total);
+    if (team <= 1) {
+        for (std::size_t k = 0; k < views; ++k)
+            if (rows_of(k) > 0) body(k, index{0}, rows_of(k));
+        return;
+    }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(team)
+    {
+        const index t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const index lo = total / nt * t + std::min<index>(t, total % nt);
+        const index hi = lo + total / nt + (t < total % nt ? 1 : 0);
+        index base = 0;
+        for (std::size_t k = 0; k < views && base < hi; ++k) {
+            const index r = rows_of(k), c = cost_of(k), size = r * c;
+            if (base + size > lo && r > 0) {
+                // rows whose first element's offset base + i*c lies in [lo, hi)
+                const index i0 = lo <= base ? 0 : (lo - base + c - 1) / c;
+                const index i1 = hi >= base + size ? r : (hi - base + c - 1) / c;
+                if (i0 < i1) body(k, i0, i1);
+            }
+            base += size;
+        }
+    }
+#endif
+}
+
+inline constexpr int lanes = reduce::lanes;
+
+/// out[r] = psap::reduce::binary(x row r, y row r, op) for R row pairs with
+/// contiguous columns: the rows' accumulators interleave (independent add
+/// chains), each row's in the canonical order (element j to lane j % 8, the
+/// same rounding, then combine). xs, ys: row strides; xs = 0 pairs the one
+/// row x with every row of y.
+template <int R, class T, class U, class Op>
+inline void binary_rows(const T* x, index xs, const U* y, index ys, index n, Op op, double* out) {
+    constexpr bool nr = reduce::narrow<T> && reduce::narrow<U>;
+    double acc[R][lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int r = 0; r < R; ++r)
+            for (int l = 0; l < lanes; ++l) acc[r][l] = reduce::add<nr>(acc[r][l], double(x[r * xs + j + l]), double(y[r * ys + j + l]), op);
+    const index rest = n - j;
+    for (int r = 0; r < R; ++r)
+        for (int l = 0; l < lanes; ++l)
+            if (l < rest) acc[r][l] = reduce::add<nr>(acc[r][l], double(x[r * xs + j + l]), double(y[r * ys + j + l]), op);
+    for (int r = 0; r < R; ++r) out[r] = reduce::combine(acc[r]);
+}
+
+#if defined(__GNUC__) && defined(__AVX__)
+// GCC and Clang vector types (only with AVX: without it GCC warns, -Wpsabi,
+// that 32-byte vectors change the calling convention; the scalar loop below
+// gives the same sums): float rows are widened 4 values at a time; lane
+// l of the canonical order is element l of acc[r][l / 4]. Each value added is
+// exact in double (a float, its absolute value, a product of two floats, a
+// float difference squared), so the adds round exactly as psap::reduce's.
+#define PSAP_CPU_SIMD 1
+typedef double simd_d4 __attribute__((vector_size(32)));
+typedef float simd_f4 __attribute__((vector_size(16)));
+
+inline simd_d4 widen(simd_f4 x) { return __builtin_convertvector(x, simd_d4); }
+inline simd_f4 load4(const float* p) {
+    simd_f4 v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/// The vector form of each canonical op (absent: the scalar loop serves it).
+template <class Op>
+struct simd_op;
+template <>
+struct simd_op<reduce::unary_as_binary<reduce::square>> {
+    static constexpr bool unary = true;
+    static simd_d4 apply(simd_f4 x, simd_f4) {
+        const simd_d4 a = widen(x);
+        return a * a;
+    }
+};
+template <>
+struct simd_op<reduce::unary_as_binary<reduce::absolute>> {
+    static constexpr bool unary = true;
+    static simd_d4 apply(simd_f4 x, simd_f4) {
+        const simd_d4 a = widen(x);
+        return a < 0 ? -a : a;  // as reduce::absolute: -0 stays -0
+    }
+};
+template <>
+struct simd_op<reduce::product> {
+    static constexpr bool unary = false;
+    static simd_d4 apply(simd_f4 x, simd_f4 y) { return widen(x) * widen(y); }
+};
+template <>
+struct simd_op<reduce::squared_difference> {
+    static constexpr bool unary = false;
+    static simd_d4 apply(simd_f4 x, simd_f4 y) {
+        const simd_d4 d = widen(x - y);  // double(float(a) - float(b))
+        return d * d;
+    }
+};
+template <class T, class U, class Op>
+inline constexpr bool has_simd = std::same_as<std::remove_const_t<T>, float> && std::same_as<std::remove_const_t<U>, float> &&
+                                 requires { simd_op<Op>::apply; };
+
+/// binary_rows for float rows with a vector form of op: the same sums.
+template <int R, class Op>
+inline void simd_rows(const float* x, index xs, const float* y, index ys, index n, Op op, double* out) {
+    using V = simd_op<Op>;
+    simd_d4 acc[R][2] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes) {
+        for (int r = 0; r < R; ++r) {
+            const float* px = x + r * xs + j;
+            const simd_f4 x0 = load4(px), x1 = load4(px + 4);
+            if constexpr (V::unary) {
+                acc[r][0] += V::apply(x0, x0);
+                acc[r][1] += V::apply(x1, x1);
+            } else {
+                const float* py = y + r * ys + j;
+                acc[r][0] += V::apply(x0, load4(py));
+                acc[r][1] += V::apply(x1, load4(py + 4));
+            }
+        }
+    }
+    const index rest = n - j;
+    for (int r = 0; r < R; ++r) {
+        double a[lanes];
+        __builtin_memcpy(a, &acc[r][0], sizeof(simd_d4));
+        __builtin_memcpy(a + 4, &acc[r][1], sizeof(simd_d4));
+        for (int l = 0; l < lanes; ++l)
+            if (l < rest) a[l] = reduce::add<true>(a[l], double(x[r * xs + j + l]), double(y[r * ys + j + l]), op);
+        out[r] = reduce::combine(a);
+    }
+}
+#else
+template <class T, class U, class Op>
+inline constexpr bool has_simd = false;
+#endif
+
+/// R rows (row pairs) in the canonical order: the vector kernel where there is one.
+template <int R, class T, class U, class Op>
+inline void rows(const T* x, index xs, const U* y, index ys, index n, Op op, double* out) {
+#if defined(PSAP_CPU_SIMD)
+    if constexpr (has_simd<T, U, Op>) {
+        simd_rows<R>(x, xs, y, ys, n, op, out);
+        return;
+    }
+#endif
+    binary_rows<R>(x, xs, y, ys, n, op, out);
+}
+
+/// Rows [i0, i1) of a row reduction into out[i0 .. i1).
+template <class T, class Op>
+void reduce_rows(matrix_view<T> w, index i0, index i1, Op op, double* out) {
+    const reduce::unary_as_binary<Op> u{op};
+    if (w.col_stride() == 1) {
+        const index blocks = (i1 - i0) / 4;
+        for (index b = 0; b < blocks; ++b) {
+            const index i = i0 + 4 * b;
+            rows<4>(w.row_data(i), w.row_stride(), w.row_data(i), w.row_stride(), w.cols(), u, out + i);
+        }
+        for (index i = i0 + 4 * blocks; i < i1; ++i) rows<1>(w.row_data(i), 0, w.row_data(i), 0, w.cols(), u, out + i);
+    } else {
+        for (index i = i0; i < i1; ++i) out[i] = reduce::unary(w.row_data(i), w.col_stride(), w.cols(), op);
+    }
+}
+
+template <class T>
+void dot_rows(matrix_view<T> a, matrix_view<T> b, index i0, index i1, double* out) {
+    if (a.col_stride() == 1 && b.col_stride() == 1) {
+        const index blocks = (i1 - i0) / 4;
+        for (index k = 0; k < blocks; ++k) {
+            const index i = i0 + 4 * k;
+            rows<4>(a.row_data(i), a.row_stride(), b.row_data(i), b.row_stride(), a.cols(), reduce::product{}, out + i);
+        }
+        for (index i = i0 + 4 * blocks; i < i1; ++i) rows<1>(a.row_data(i), 0, b.row_data(i), 0, a.cols(), reduce::product{}, out + i);
+    } else {
+        for (index i = i0; i < i1; ++i)
+            out[i] = reduce::binary(a.row_data(i), a.col_stride(), b.row_data(i), b.col_stride(), a.cols(), reduce::product{});
+    }
+}
+
+/// Row i of the n x n distance matrix, pairs (i, j > i), mirrored to (j, i); 0 on the diagonal.
+template <class T>
+void distance_row(matrix_view<T> w, index i, double* out) {
+    const index n = w.rows();
+    out[i * n + i] = 0.0;
+    index j = i + 1;
+    double d[4];
+    if (w.col_stride() == 1) {
+        for (; j + 4 <= n; j += 4) {
+            rows<4>(w.row_data(i), 0, w.row_data(j), w.row_stride(), w.cols(), reduce::squared_difference{}, d);
+            for (int r = 0; r < 4; ++r) out[i * n + j + r] = out[(j + r) * n + i] = d[r];
+        }
+    }
+    for (; j < n; ++j) {
+        const double v = reduce::binary(w.row_data(i), w.col_stride(), w.row_data(j), w.col_stride(), w.cols(), reduce::squared_difference{});
+        out[i * n + j] = out[j * n + i] = v;
+    }
+}
+
+/// True when every element of the row is finite: x * 0 is (+-)0 for a finite
+/// x and NaN otherwise; lanes keep it free of one long dependency chain.
+template <class T>
+bool row_finite(const T* x, index stride, index n) {
+    if (stride != 1) {
+        for (index j = 0; j < n; ++j)
+            if (!std::isfinite(static_cast<double>(x[j * stride]))) return false;
+        return true;
+    }
+    using V = std::remove_const_t<T>;
+    constexpr int L = 32;
+    V acc[L] = {};
+    index j = 0;
+    for (; j + L <= n; j += L)
+        for (int l = 0; l < L; ++l) acc[l] += x[j + l] * V(0);
+    for (; j < n; ++j) acc[0] += x[j] * V(0);
+    bool ok = true;
+    for (int l = 0; l < L; ++l) ok = ok && acc[l] == V(0);
+    return ok;
+}
+
+/// rows_of / cost_of for spans of matrix views.
+template <class M>
+auto rows_in(std::span<const M> ws) {
+    return [ws](std::size_t k) { return ws[k].rows(); };
+}
+template <class M>
+auto cols_in(std::span<const M> ws) {
+    return [ws](std::size_t k) { return ws[k].cols() > 0 ? ws[k].cols() : index{1}; };
+}
+
+}  // namespace cpu_detail
+
 struct cpu_backend {
     template <class T>
     using buffer = std::vector<T>;
 
-    /// Below this many elements a parallel region costs more than it saves.
-    static constexpr index parallel_threshold = 1 << 15;
+    // ------------------------------------------------------------ reductions
 
     /// out[i] = sum_j op(w(i, j)) for every row i.
     template <class T, class Op>
     static void row_reduce(matrix_view<T> w, std::span<double> out, Op op) {
-        check_rows(w.rows(), out.size(), "row_reduce");
-        const index n = w.rows();
-        [[maybe_unused]] const bool par = w.rows() * w.cols() >= parallel_threshold;
-PSAP_OMP(parallel for schedule(static) if (par))
-        for (index i = 0; i < n; ++i) out[i] = reduce::unary(w.row_data(i), w.col_stride(), w.cols(), op);
+        const std::span<double> outs[1] = {out};
+        row_reduce_batch(std::span<const matrix_view<T>>(&w, 1), std::span<const std::span<double>>(outs), op);
+    }
+    /// row_reduce for every view k into outs[k]: one parallel region for the batch.
+    template <class T, class Op>
+    static void row_reduce_batch(std::span<const matrix_view<T>> ws, std::span<const std::span<double>> outs, Op op) {
+        check_batch(ws.size(), outs.size(), "row_reduce_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k) check_rows(ws[k].rows(), outs[k].size(), "row_reduce");
+        cpu_detail::for_rows(ws.size(), cpu_detail::rows_in(ws), cpu_detail::cols_in(ws),
+                             [&](std::size_t k, index i0, index i1) { cpu_detail::reduce_rows(ws[k], i0, i1, op, outs[k].data()); });
     }
 
     template <class T>
@@ -55,38 +358,67 @@ PSAP_OMP(parallel for schedule(static) if (par))
     static void row_abs_sums(matrix_view<T> w, std::span<double> out) {
         row_reduce(w, out, reduce::absolute{});
     }
+    template <class T>
+    static void row_sq_norms_batch(std::span<const matrix_view<T>> ws, std::span<const std::span<double>> outs) {
+        row_reduce_batch(ws, outs, reduce::square{});
+    }
+    template <class T>
+    static void row_abs_sums_batch(std::span<const matrix_view<T>> ws, std::span<const std::span<double>> outs) {
+        row_reduce_batch(ws, outs, reduce::absolute{});
+    }
 
     /// out[i] = <a(i, :), b(i, :)>.
     template <class T>
     static void row_dots(matrix_view<T> a, matrix_view<T> b, std::span<double> out) {
-        if (a.rows() != b.rows() || a.cols() != b.cols())
-            detail::fail("psap::cpu_backend::row_dots: shapes ", a.rows(), "x", a.cols(), " and ", b.rows(), "x", b.cols(),
-                         " differ");
-        check_rows(a.rows(), out.size(), "row_dots");
-        const index n = a.rows();
-        [[maybe_unused]] const bool par = a.rows() * a.cols() >= parallel_threshold;
-PSAP_OMP(parallel for schedule(static) if (par))
-        for (index i = 0; i < n; ++i)
-            out[i] = reduce::binary(a.row_data(i), a.col_stride(), b.row_data(i), b.col_stride(), a.cols(), reduce::product{});
+        const std::span<double> outs[1] = {out};
+        row_dots_batch(std::span<const matrix_view<T>>(&a, 1), std::span<const matrix_view<T>>(&b, 1), std::span<const std::span<double>>(outs));
+    }
+    /// row_dots(as[k], bs[k], outs[k]) for every k: one parallel region.
+    template <class T>
+    static void row_dots_batch(std::span<const matrix_view<T>> as, std::span<const matrix_view<T>> bs, std::span<const std::span<double>> outs) {
+        check_batch(as.size(), bs.size(), "row_dots_batch");
+        check_batch(as.size(), outs.size(), "row_dots_batch");
+        for (std::size_t k = 0; k < as.size(); ++k) {
+            if (as[k].rows() != bs[k].rows() || as[k].cols() != bs[k].cols())
+                detail::fail("psap::cpu_backend::row_dots: shapes ", as[k].rows(), "x", as[k].cols(), " and ", bs[k].rows(), "x",
+                             bs[k].cols(), " differ");
+            check_rows(as[k].rows(), outs[k].size(), "row_dots");
+        }
+        cpu_detail::for_rows(as.size(), cpu_detail::rows_in(as), cpu_detail::cols_in(as),
+                             [&](std::size_t k, index i0, index i1) { cpu_detail::dot_rows(as[k], bs[k], i0, i1, outs[k].data()); });
     }
 
     /// out (n x n, row-major) = squared Euclidean distances between rows.
     template <class T>
     static void pairwise_sq_distances(matrix_view<T> w, std::span<double> out) {
-        const index n = w.rows();
-        if (static_cast<index>(out.size()) != n * n)
-            detail::fail("psap::cpu_backend::pairwise_sq_distances: output holds ", out.size(), " values, need ", n * n);
-        [[maybe_unused]] const bool par = n * n * w.cols() >= parallel_threshold;
-PSAP_OMP(parallel for schedule(dynamic, 4) if (par))
-        for (index i = 0; i < n; ++i) {
-            out[i * n + i] = 0.0;
-            for (index j = i + 1; j < n; ++j) {
-                const double d = reduce::binary(w.row_data(i), w.col_stride(), w.row_data(j), w.col_stride(), w.cols(),
-                                                reduce::squared_difference{});
-                out[i * n + j] = d;
-                out[j * n + i] = d;
-            }
+        const std::span<double> outs[1] = {out};
+        pairwise_sq_distances_batch(std::span<const matrix_view<T>>(&w, 1), std::span<const std::span<double>>(outs));
+    }
+    /// pairwise_sq_distances(ws[k], outs[k]) for every k: one parallel region
+    /// over the rows of all views (row i computes the pairs (i, j > i)).
+    template <class T>
+    static void pairwise_sq_distances_batch(std::span<const matrix_view<T>> ws, std::span<const std::span<double>> outs) {
+        check_batch(ws.size(), outs.size(), "pairwise_sq_distances_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k) {
+            const index n = ws[k].rows();
+            if (static_cast<index>(outs[k].size()) != n * n)
+                detail::fail("psap::cpu_backend::pairwise_sq_distances: output holds ", outs[k].size(), " values, need ", n * n);
         }
+        // Row i costs (n - 1 - i) * cols; the split uses the mean, (n - 1) / 2 * cols per row,
+        // and pairs rows i and n - 1 - i so both halves of the triangle are shared.
+        auto rows = [&](std::size_t k) { return ws[k].rows(); };
+        auto cost = [&](std::size_t k) {
+            const index c = (ws[k].rows() / 2) * (ws[k].cols() > 0 ? ws[k].cols() : 1);
+            return c > 0 ? c : index{1};
+        };
+        cpu_detail::for_rows(ws.size(), rows, cost, [&](std::size_t k, index i0, index i1) {
+            const index n = ws[k].rows();
+            for (index i = i0; i < i1; ++i) {
+                // rows are visited as 0, n-1, 1, n-2, ...: slot i -> row i/2 or n-1-i/2
+                const index r = (i % 2 == 0) ? i / 2 : n - 1 - i / 2;
+                cpu_detail::distance_row(ws[k], r, outs[k].data());
+            }
+        });
     }
 
     /// Per-entry values of a channel vector, widened to double.
@@ -94,6 +426,12 @@ PSAP_OMP(parallel for schedule(dynamic, 4) if (par))
     static void read(vector_view<T> v, std::span<double> out) {
         check_rows(v.size(), out.size(), "read");
         for (index i = 0; i < v.size(); ++i) out[i] = static_cast<double>(v[i]);
+    }
+    /// read(vs[k], outs[k]) for every k.
+    template <class T>
+    static void read_batch(std::span<const vector_view<T>> vs, std::span<const std::span<double>> outs) {
+        check_batch(vs.size(), outs.size(), "read_batch");
+        for (std::size_t k = 0; k < vs.size(); ++k) read(vs[k], outs[k]);
     }
     /// acc[i] += |v[i]| (or v[i] when signed) for every channel: one observe() call.
     template <class T>
@@ -104,6 +442,73 @@ PSAP_OMP(parallel for schedule(dynamic, 4) if (par))
             acc[i] += absolute ? std::abs(x) : x;
         }
     }
+
+    /// Number of elements with |w| < threshold in each row.
+    template <class T>
+    static void row_count_below(matrix_view<T> w, double threshold, std::span<double> out) {
+        const std::span<double> outs[1] = {out};
+        row_count_below_batch(std::span<const matrix_view<T>>(&w, 1), std::span<const double>(&threshold, 1),
+                              std::span<const std::span<double>>(outs));
+    }
+    /// row_count_below(ws[k], thresholds[k], outs[k]) for every k: one parallel region.
+    template <class T>
+    static void row_count_below_batch(std::span<const matrix_view<T>> ws, std::span<const double> thresholds,
+                                      std::span<const std::span<double>> outs) {
+        check_batch(ws.size(), outs.size(), "row_count_below_batch");
+        check_batch(ws.size(), thresholds.size(), "row_count_below_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k) check_rows(ws[k].rows(), outs[k].size(), "row_count_below");
+        cpu_detail::for_rows(ws.size(), cpu_detail::rows_in(ws), cpu_detail::cols_in(ws), [&](std::size_t k, index i0, index i1) {
+            const auto& w = ws[k];
+            for (index i = i0; i < i1; ++i) {
+                index c = 0;
+                for (index j = 0; j < w.cols(); ++j) c += std::abs(static_cast<double>(w(i, j))) < thresholds[k];
+                outs[k][static_cast<std::size_t>(i)] = static_cast<double>(c);
+            }
+        });
+    }
+
+    /// Index of the first row holding a NaN or Inf, or -1.
+    template <class T>
+    static index first_nonfinite_row(matrix_view<T> w) {
+        index r = -1;
+        first_nonfinite_rows(std::span<const matrix_view<T>>(&w, 1), std::span<index>(&r, 1));
+        return r;
+    }
+    /// out[k] = first_nonfinite_row(ws[k]) for every k: one parallel region.
+    template <class T>
+    static void first_nonfinite_rows(std::span<const matrix_view<T>> ws, std::span<index> out) {
+        check_batch(ws.size(), out.size(), "first_nonfinite_rows");
+        for (auto& r : out) r = -1;
+        cpu_detail::for_rows(ws.size(), cpu_detail::rows_in(ws), cpu_detail::cols_in(ws), [&](std::size_t k, index i0, index i1) {
+            const auto& w = ws[k];
+            // Rows stored back to back are one run: scan it at once, and row
+            // by row only when it holds a non-finite value.
+            if (w.col_stride() == 1 && w.row_stride() == w.cols() && cpu_detail::row_finite(w.row_data(i0), 1, (i1 - i0) * w.cols()))
+                return;
+            for (index i = i0; i < i1; ++i)
+                if (!cpu_detail::row_finite(w.row_data(i), w.col_stride(), w.cols())) {
+                    // rare: the lowest row over the threads that found one
+                    PSAP_OMP(critical(psap_first_nonfinite))
+                    if (out[k] < 0 || i < out[k]) out[k] = i;
+                    break;
+                }
+        });
+    }
+    template <class T>
+    static index first_nonfinite(vector_view<T> v) {
+        for (index i = 0; i < v.size(); ++i)
+            if (!std::isfinite(static_cast<double>(v[i]))) return i;
+        return -1;
+    }
+    /// out[k] = first_nonfinite(vs[k]) for every k.
+    template <class T>
+    static void first_nonfinite_batch(std::span<const vector_view<T>> vs, std::span<index> out) {
+        check_batch(vs.size(), out.size(), "first_nonfinite_batch");
+        for (std::size_t k = 0; k < vs.size(); ++k) out[k] = first_nonfinite(vs[k]);
+    }
+
+    // ------------------------------------------------------------ writes
+
     template <class T>
     static void set_entries(vector_view<T> v, std::span<const index> which, T value) {
         for (index i : which) v[i] = value;
@@ -122,20 +527,68 @@ PSAP_OMP(parallel for schedule(dynamic, 4) if (par))
     /// Row operations used by the reconstruction policies.
     template <class T>
     static void scale_rows(matrix_view<T> w, std::span<const index> rows, T factor) {
-        for (index r : rows) row_map(w, r) *= factor;
+        for (index r : rows) {
+            T* x = w.row_data(r);
+            for (index j = 0; j < w.cols(); ++j) x[j * w.col_stride()] *= factor;
+        }
     }
     template <class T>
     static void zero_rows(matrix_view<T> w, std::span<const index> rows) {
-        for (index r : rows) row_map(w, r).setZero();
+        const std::span<const index> lists[1] = {rows};
+        zero_rows_batch(std::span<const matrix_view<T>>(&w, 1), std::span<const std::span<const index>>(lists));
+    }
+    /// zero_rows(ws[k], rows[k]) for every k: one parallel region over the listed rows.
+    template <class T>
+    static void zero_rows_batch(std::span<const matrix_view<T>> ws, std::span<const std::span<const index>> rows) {
+        check_batch(ws.size(), rows.size(), "zero_rows_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k) check_list(rows[k], ws[k].rows(), "zero_rows");
+        cpu_detail::for_rows(
+            ws.size(), [&](std::size_t k) { return static_cast<index>(rows[k].size()); }, cpu_detail::cols_in(ws),
+            [&](std::size_t k, index i0, index i1) {
+                const auto& w = ws[k];
+                for (index i = i0; i < i1; ++i) {
+                    T* x = w.row_data(rows[k][static_cast<std::size_t>(i)]);
+                    for (index j = 0; j < w.cols(); ++j) x[j * w.col_stride()] = T(0);
+                }
+            });
     }
     /// dst(r, :) = src(r, :) for the listed rows (snapshots and restores).
     template <class S, class T>
         requires std::same_as<std::remove_const_t<S>, T>
     static void copy_rows(matrix_view<S> src, matrix_view<T> dst, std::span<const index> rows) {
-        if (src.rows() != dst.rows() || src.cols() != dst.cols())
-            detail::fail("psap::cpu_backend::copy_rows: shapes ", src.rows(), "x", src.cols(), " and ", dst.rows(), "x", dst.cols(),
-                         " differ");
-        for (index r : rows) row_map(dst, r) = row_map(src, r);
+        const std::span<const index> lists[1] = {rows};
+        copy_rows_batch(std::span<const matrix_view<S>>(&src, 1), std::span<const matrix_view<T>>(&dst, 1),
+                        std::span<const std::span<const index>>(lists));
+    }
+    /// copy_rows(src[k], dst[k], rows[k]) for every k: one parallel region over the listed rows.
+    template <class S, class T>
+        requires std::same_as<std::remove_const_t<S>, T>
+    static void copy_rows_batch(std::span<const matrix_view<S>> src, std::span<const matrix_view<T>> dst,
+                                std::span<const std::span<const index>> rows) {
+        check_batch(src.size(), dst.size(), "copy_rows_batch");
+        check_batch(src.size(), rows.size(), "copy_rows_batch");
+        for (std::size_t k = 0; k < src.size(); ++k) {
+            if (src[k].rows() != dst[k].rows() || src[k].cols() != dst[k].cols())
+                detail::fail("psap::cpu_backend::copy_rows: shapes ", src[k].rows(), "x", src[k].cols(), " and ", dst[k].rows(), "x",
+                             dst[k].cols(), " differ");
+            check_list(rows[k], src[k].rows(), "copy_rows");
+        }
+        cpu_detail::for_rows(
+            src.size(), [&](std::size_t k) { return static_cast<index>(rows[k].size()); }, cpu_detail::cols_in(src),
+            [&](std::size_t k, index i0, index i1) {
+                const auto& s = src[k];
+                const auto& d = dst[k];
+                for (index i = i0; i < i1; ++i) {
+                    const index r = rows[k][static_cast<std::size_t>(i)];
+                    const S* x = s.row_data(r);
+                    T* y = d.row_data(r);
+                    if (s.col_stride() == 1 && d.col_stride() == 1) {
+                        for (index j = 0; j < s.cols(); ++j) y[j] = x[j];
+                    } else {
+                        for (index j = 0; j < s.cols(); ++j) y[j * d.col_stride()] = x[j * s.col_stride()];
+                    }
+                }
+            });
     }
     /// dst[i] = src[i] for the listed entries.
     template <class S, class T>
@@ -143,41 +596,18 @@ PSAP_OMP(parallel for schedule(dynamic, 4) if (par))
     static void copy_entries(vector_view<S> src, vector_view<T> dst, std::span<const index> which) {
         for (index i : which) dst[i] = src[i];
     }
-    /// Number of elements with |w| < threshold in each row.
-    template <class T>
-    static void row_count_below(matrix_view<T> w, double threshold, std::span<double> out) {
-        check_rows(w.rows(), out.size(), "row_count_below");
-        for (index i = 0; i < w.rows(); ++i) {
-            index c = 0;
-            for (index j = 0; j < w.cols(); ++j) c += std::abs(static_cast<double>(w(i, j))) < threshold;
-            out[i] = static_cast<double>(c);
-        }
-    }
-
-    /// Index of the first row holding a NaN or Inf, or -1.
-    template <class T>
-    static index first_nonfinite_row(matrix_view<T> w) {
-        for (index i = 0; i < w.rows(); ++i)
-            if (!row_map(w, i).allFinite()) return i;
-        return -1;
-    }
-    template <class T>
-    static index first_nonfinite(vector_view<T> v) {
-        for (index i = 0; i < v.size(); ++i)
-            if (!std::isfinite(static_cast<double>(v[i]))) return i;
-        return -1;
-    }
 
 private:
     static void check_rows(index rows, std::size_t out, const char* what) {
         if (static_cast<index>(out) != rows)
             detail::fail("psap::cpu_backend::", what, ": output holds ", out, " values for ", rows, " rows");
     }
-    template <class T>
-    static auto row_map(matrix_view<T> w, index r) {
-        using Row = std::conditional_t<std::is_const_v<T>, const Eigen::Matrix<std::remove_const_t<T>, 1, Eigen::Dynamic>,
-                                       Eigen::Matrix<T, 1, Eigen::Dynamic>>;
-        return Eigen::Map<Row, 0, Eigen::InnerStride<>>(w.row_data(r), w.cols(), Eigen::InnerStride<>(w.col_stride()));
+    static void check_batch(std::size_t a, std::size_t b, const char* what) {
+        if (a != b) detail::fail("psap::cpu_backend::", what, ": ", a, " views but ", b, " outputs or lists");
+    }
+    static void check_list(std::span<const index> rows, index bound, const char* what) {
+        for (index r : rows)
+            if (r < 0 || r >= bound) detail::fail("psap::cpu_backend::", what, ": row ", r, " is outside [0, ", bound, ")");
     }
 };
 

@@ -175,6 +175,124 @@ struct cuda_backend {
         return r;
     }
 
+    // ------------------------------------------------------------ batches
+    // The CPU backend's batched forms: one launch over the rows (entries) of
+    // all views, one copy of all results and one synchronisation, instead of
+    // one round trip per view; the writes are launched per view and never wait.
+
+    template <class T, class Op>
+    static void row_reduce_batch(std::span<const matrix_view<T, device_memory>> ws, std::span<const std::span<double>> outs, Op) {
+        scalar_check<T>();
+        static_assert(std::same_as<Op, reduce::square> || std::same_as<Op, reduce::absolute>,
+                      "psap::cuda_backend::row_reduce_batch: the device kernels implement reduce::square and reduce::absolute only");
+        check_batch(ws.size(), outs.size(), "row_reduce_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k) check_rows(ws[k].rows(), outs[k].size(), "row_reduce_batch");
+        using V = std::remove_const_t<T>;
+        const auto op = std::same_as<Op, reduce::square> ? cuda::row_op::square : cuda::row_op::absolute;
+        const auto views = const_views(ws);
+        const auto dst = out_pointers(outs);
+        check(cuda::row_reduce_batch<V>(views.data(), static_cast<index>(views.size()), op, dst.data(), stream()), "row_reduce_batch");
+    }
+    template <class T>
+    static void row_sq_norms_batch(std::span<const matrix_view<T, device_memory>> ws, std::span<const std::span<double>> outs) {
+        row_reduce_batch(ws, outs, reduce::square{});
+    }
+    template <class T>
+    static void row_abs_sums_batch(std::span<const matrix_view<T, device_memory>> ws, std::span<const std::span<double>> outs) {
+        row_reduce_batch(ws, outs, reduce::absolute{});
+    }
+
+    template <class T>
+    static void row_dots_batch(std::span<const matrix_view<T, device_memory>> as, std::span<const matrix_view<T, device_memory>> bs,
+                               std::span<const std::span<double>> outs) {
+        scalar_check<T>();
+        check_batch(as.size(), bs.size(), "row_dots_batch");
+        check_batch(as.size(), outs.size(), "row_dots_batch");
+        for (std::size_t k = 0; k < as.size(); ++k) {
+            if (as[k].rows() != bs[k].rows() || as[k].cols() != bs[k].cols())
+                detail::fail("psap::cuda_backend::row_dots_batch: shapes ", as[k].rows(), "x", as[k].cols(), " and ", bs[k].rows(), "x",
+                             bs[k].cols(), " differ");
+            check_rows(as[k].rows(), outs[k].size(), "row_dots_batch");
+        }
+        using V = std::remove_const_t<T>;
+        const auto a = const_views(as), b = const_views(bs);
+        const auto dst = out_pointers(outs);
+        check(cuda::row_dots_batch<V>(a.data(), b.data(), static_cast<index>(a.size()), dst.data(), stream()), "row_dots_batch");
+    }
+
+    template <class T>
+    static void pairwise_sq_distances_batch(std::span<const matrix_view<T, device_memory>> ws, std::span<const std::span<double>> outs) {
+        scalar_check<T>();
+        check_batch(ws.size(), outs.size(), "pairwise_sq_distances_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k)
+            if (static_cast<index>(outs[k].size()) != ws[k].rows() * ws[k].rows())
+                detail::fail("psap::cuda_backend::pairwise_sq_distances_batch: output holds ", outs[k].size(), " values, need ",
+                             ws[k].rows() * ws[k].rows());
+        using V = std::remove_const_t<T>;
+        const auto views = const_views(ws);
+        const auto dst = out_pointers(outs);
+        check(cuda::pairwise_sq_distances_batch<V>(views.data(), static_cast<index>(views.size()), dst.data(), stream()),
+              "pairwise_sq_distances_batch");
+    }
+
+    template <class T>
+    static void row_count_below_batch(std::span<const matrix_view<T, device_memory>> ws, std::span<const double> thresholds,
+                                      std::span<const std::span<double>> outs) {
+        scalar_check<T>();
+        check_batch(ws.size(), outs.size(), "row_count_below_batch");
+        check_batch(ws.size(), thresholds.size(), "row_count_below_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k) check_rows(ws[k].rows(), outs[k].size(), "row_count_below_batch");
+        using V = std::remove_const_t<T>;
+        const auto views = const_views(ws);
+        const auto dst = out_pointers(outs);
+        check(cuda::row_count_below_batch<V>(views.data(), thresholds.data(), static_cast<index>(views.size()), dst.data(), stream()),
+              "row_count_below_batch");
+    }
+
+    template <class T>
+    static void read_batch(std::span<const vector_view<T, device_memory>> vs, std::span<const std::span<double>> outs) {
+        scalar_check<T>();
+        check_batch(vs.size(), outs.size(), "read_batch");
+        for (std::size_t k = 0; k < vs.size(); ++k) check_rows(vs[k].size(), outs[k].size(), "read_batch");
+        using V = std::remove_const_t<T>;
+        std::vector<vector_view<const V, device_memory>> views(vs.begin(), vs.end());
+        const auto dst = out_pointers(outs);
+        check(cuda::read_batch<V>(views.data(), static_cast<index>(views.size()), dst.data(), stream()), "read_batch");
+    }
+
+    template <class T>
+    static void first_nonfinite_rows(std::span<const matrix_view<T, device_memory>> ws, std::span<index> out) {
+        scalar_check<T>();
+        check_batch(ws.size(), out.size(), "first_nonfinite_rows");
+        using V = std::remove_const_t<T>;
+        const auto views = const_views(ws);
+        check(cuda::first_nonfinite_rows<V>(views.data(), static_cast<index>(views.size()), out.data(), stream()), "first_nonfinite_rows");
+    }
+    template <class T>
+    static void first_nonfinite_batch(std::span<const vector_view<T, device_memory>> vs, std::span<index> out) {
+        scalar_check<T>();
+        check_batch(vs.size(), out.size(), "first_nonfinite_batch");
+        using V = std::remove_const_t<T>;
+        std::vector<vector_view<const V, device_memory>> views(vs.begin(), vs.end());
+        check(cuda::first_nonfinite_batch<V>(views.data(), static_cast<index>(views.size()), out.data(), stream()), "first_nonfinite_batch");
+    }
+
+    template <class T>
+    static void zero_rows_batch(std::span<const matrix_view<T, device_memory>> ws, std::span<const std::span<const index>> rows) {
+        check_batch(ws.size(), rows.size(), "zero_rows_batch");
+        for (std::size_t k = 0; k < ws.size(); ++k)
+            if (!rows[k].empty()) zero_rows(ws[k], rows[k]);
+    }
+    template <class S, class T>
+        requires std::same_as<std::remove_const_t<S>, T>
+    static void copy_rows_batch(std::span<const matrix_view<S, device_memory>> src, std::span<const matrix_view<T, device_memory>> dst,
+                                std::span<const std::span<const index>> rows) {
+        check_batch(src.size(), dst.size(), "copy_rows_batch");
+        check_batch(src.size(), rows.size(), "copy_rows_batch");
+        for (std::size_t k = 0; k < src.size(); ++k)
+            if (!rows[k].empty()) copy_rows(src[k], dst[k], rows[k]);
+    }
+
     /// Buffer bytes to host memory (pruner::state()); `bytes` holds buf.size() * sizeof(U).
     template <class U>
     static void to_host(const buffer<U>& buf, void* bytes) {
@@ -200,6 +318,19 @@ private:
     static void check_rows(index rows, std::size_t out, const char* what) {
         if (static_cast<index>(out) != rows)
             detail::fail("psap::cuda_backend::", what, ": output holds ", out, " values for ", rows, " rows");
+    }
+    static void check_batch(std::size_t a, std::size_t b, const char* what) {
+        if (a != b) detail::fail("psap::cuda_backend::", what, ": ", a, " views but ", b, " outputs or lists");
+    }
+    template <class T>
+    static std::vector<matrix_view<const std::remove_const_t<T>, device_memory>> const_views(std::span<const matrix_view<T, device_memory>> ws) {
+        return {ws.begin(), ws.end()};
+    }
+    static std::vector<double*> out_pointers(std::span<const std::span<double>> outs) {
+        std::vector<double*> p;
+        p.reserve(outs.size());
+        for (const auto& o : outs) p.push_back(o.data());
+        return p;
     }
 };
 

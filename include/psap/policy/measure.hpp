@@ -1,13 +1,17 @@
 #pragma once
 /// \file measure.hpp
 /// Per-channel measurements of a group that several policies share, computed
-/// through the backend of the network's memory space.
+/// through the backend of the network's memory space. The `*_all` forms
+/// measure every group with one batched backend call per quantity (one
+/// parallel region on the CPU, one launch and one copy on a GPU); they give
+/// the same values, bit for bit, as the per-group forms.
 
 #include <psap/backend/cpu.hpp>
 #include <psap/network/network.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <span>
 #include <vector>
 
@@ -73,6 +77,197 @@ bool has_bn(const Net& net, index g) {
 template <class Net>
 std::vector<double> channel_magnitude(const Net& net, index g) {
     return has_bn(net, g) ? abs_gamma(net, g) : filter_norms(net, g, 2);
+}
+
+// ------------------------------------------------------------------ whole network
+
+/// Every group's members, sliced to the group's channels, in (group, member)
+/// order: the gather step of the batched measurements.
+template <class Net>
+struct members {
+    using T = typename Net::value_type;
+    using M = typename Net::memory_type;
+    std::vector<member_views<T, M>> views;  ///< group 0's members, then group 1's, ...
+    std::vector<std::size_t> first;         ///< group g's members are views[first[g] .. first[g + 1])
+
+    explicit members(const Net& net) {
+        const auto& gs = net.groups();
+        first.reserve(gs.size() + 1);
+        for (std::size_t g = 0; g < gs.size(); ++g) {
+            first.push_back(views.size());
+            for (std::size_t m = 0; m < gs[g].members.size(); ++m) views.push_back(member_of(net, static_cast<index>(g), m));
+        }
+        first.push_back(views.size());
+    }
+    std::size_t groups() const noexcept { return first.size() - 1; }
+    std::size_t count() const noexcept { return views.size(); }
+    /// The member weights, in order.
+    std::vector<matrix_view<T, M>> weights() const {
+        std::vector<matrix_view<T, M>> w;
+        w.reserve(views.size());
+        for (const auto& v : views) w.push_back(v.weight);
+        return w;
+    }
+};
+
+/// One buffer of doubles cut into consecutive spans (one per member or per
+/// group): the outputs of a batched backend call, in one allocation.
+struct slices {
+    std::vector<double> data;
+    std::vector<std::span<double>> spans;
+
+    slices() = default;
+    explicit slices(std::span<const std::size_t> sizes) { resize(sizes); }
+    slices(slices&&) noexcept = default;  // the spans keep pointing into the moved buffer
+    slices& operator=(slices&&) noexcept = default;
+    slices(const slices&) = delete;
+    slices& operator=(const slices&) = delete;
+    void resize(std::span<const std::size_t> sizes) {
+        std::size_t n = 0;
+        for (auto s : sizes) n += s;
+        data.assign(n, 0.0);
+        spans.clear();
+        spans.reserve(sizes.size());
+        std::size_t o = 0;
+        for (auto s : sizes) {
+            spans.emplace_back(data.data() + o, s);
+            o += s;
+        }
+    }
+    std::span<const std::span<double>> all() const noexcept { return spans; }
+    std::span<double> operator[](std::size_t k) const noexcept { return spans[k]; }
+};
+
+/// Channels of the group of every member (the output sizes of a per-member batch).
+template <class Net>
+std::vector<std::size_t> member_sizes(const Net& net, const members<Net>& mem) {
+    std::vector<std::size_t> s;
+    s.reserve(mem.count());
+    for (std::size_t g = 0; g < mem.groups(); ++g)
+        for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) s.push_back(static_cast<std::size_t>(net.groups()[g].size));
+    return s;
+}
+
+/// Per member, the 1-norm (p = 1) or squared 2-norm (p = 2) of each filter,
+/// in one batched call; members for which include(k) is false are skipped
+/// (empty span).
+template <class Net, class Include>
+slices member_row_norms(const Net& net, const members<Net>& mem, int p, Include include) {
+    using B = backend_t<typename Net::memory_type>;
+    using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+    auto sizes = member_sizes(net, mem);
+    std::vector<W> w;
+    w.reserve(mem.count());
+    for (std::size_t k = 0; k < mem.count(); ++k) {
+        if (include(k))
+            w.push_back(mem.views[k].weight);
+        else
+            sizes[k] = 0;
+    }
+    slices out(sizes);
+    std::vector<std::span<double>> dst;
+    dst.reserve(w.size());
+    for (std::size_t k = 0; k < mem.count(); ++k)
+        if (include(k)) dst.push_back(out[k]);
+    if (p == 1)
+        B::row_abs_sums_batch(std::span<const W>(w), std::span<const std::span<double>>(dst));
+    else
+        B::row_sq_norms_batch(std::span<const W>(w), std::span<const std::span<double>>(dst));
+    return out;
+}
+template <class Net>
+slices member_row_norms(const Net& net, const members<Net>& mem, int p) {
+    return member_row_norms(net, mem, p, [](std::size_t) { return true; });
+}
+
+/// filter_norms for every group: out[g][i] = sum over members of ||F_mi||_p.
+template <class Net>
+std::vector<std::vector<double>> filter_norms_all(const Net& net, int p) {
+    const members<Net> mem(net);
+    const auto norms = member_row_norms(net, mem, p);
+    std::vector<std::vector<double>> out(mem.groups());
+    for (std::size_t g = 0; g < mem.groups(); ++g) {
+        auto& o = out[g];
+        o.assign(static_cast<std::size_t>(net.groups()[g].size), 0.0);
+        for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+            const auto t = norms[k];
+            if (p == 1)
+                for (std::size_t i = 0; i < o.size(); ++i) o[i] += t[i];
+            else
+                for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::sqrt(t[i]);
+        }
+    }
+    return out;
+}
+
+/// Reads one BN vector of every member that has batch norm (`pick` selects
+/// it, e.g. &batch_norm_views<T, M>::gamma), in one batched call. Members
+/// without batch norm get an empty span.
+template <class Net, class Pick>
+slices read_member_bn(const Net& net, const members<Net>& mem, Pick pick) {
+    using B = backend_t<typename Net::memory_type>;
+    using V = vector_view<typename Net::value_type, typename Net::memory_type>;
+    std::vector<std::size_t> sizes = member_sizes(net, mem);
+    std::vector<V> vs;
+    for (std::size_t k = 0; k < mem.count(); ++k) {
+        const auto& bn = mem.views[k].bn;
+        if (bn && !((*bn).*pick).empty())
+            vs.push_back((*bn).*pick);
+        else
+            sizes[k] = 0;
+    }
+    slices out(sizes);
+    std::vector<std::span<double>> dst;
+    dst.reserve(vs.size());
+    for (const auto& s : out.spans)
+        if (!s.empty()) dst.push_back(s);
+    B::read_batch(std::span<const V>(vs), std::span<const std::span<double>>(dst));
+    return out;
+}
+
+/// abs_gamma for every group (every member must carry batch norm).
+template <class Net>
+std::vector<std::vector<double>> abs_gamma_all(const Net& net) {
+    const members<Net> mem(net);
+    for (std::size_t g = 0; g < mem.groups(); ++g)
+        for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k)
+            if (!mem.views[k].bn)
+                detail::fail("psap: group '", net.groups()[g].name, "' member '", mem.views[k].source->name,
+                             "' has no batch norm, but a BN measure was asked for");
+    const auto gamma = read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma);
+    std::vector<std::vector<double>> out(mem.groups());
+    for (std::size_t g = 0; g < mem.groups(); ++g) {
+        auto& o = out[g];
+        o.assign(static_cast<std::size_t>(net.groups()[g].size), 0.0);
+        for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k)
+            for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::abs(gamma[k][i]);
+    }
+    return out;
+}
+
+/// channel_magnitude for every group: |gamma| sums for groups with batch
+/// norm, filter L2 norm sums for the others.
+template <class Net>
+std::vector<std::vector<double>> channel_magnitude_all(const Net& net) {
+    const members<Net> mem(net);
+    bool any_bn = false, any_plain = false;
+    for (std::size_t g = 0; g < mem.groups(); ++g) (has_bn(net, static_cast<index>(g)) ? any_bn : any_plain) = true;
+    slices gamma, norms;
+    if (any_bn) gamma = read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma);
+    if (any_plain) norms = member_row_norms(net, mem, 2, [&](std::size_t k) { return !mem.views[k].bn.has_value(); });
+    std::vector<std::vector<double>> out(mem.groups());
+    for (std::size_t g = 0; g < mem.groups(); ++g) {
+        auto& o = out[g];
+        o.assign(static_cast<std::size_t>(net.groups()[g].size), 0.0);
+        const bool bn = has_bn(net, static_cast<index>(g));
+        for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+            if (bn)
+                for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::abs(gamma[k][i]);
+            else
+                for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::sqrt(norms[k][i]);
+        }
+    }
+    return out;
 }
 
 }  // namespace psap::measure

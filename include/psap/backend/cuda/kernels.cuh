@@ -15,8 +15,14 @@
 /// lane j % 8 in increasing j). After a barrier, lane 0 combines the 8 partial
 /// sums with psap::reduce::combine, the same fixed tree. Every operation is an
 /// IEEE double add of a value that is exact in double (a float product, a
-/// float-rounded difference squared), so FMA contraction cannot change a bit
-/// and the result equals psap::cpu_backend's bit for bit.
+/// float-rounded difference squared), so FMA contraction cannot change a bit;
+/// a product of doubles is fused explicitly (psap::reduce::add). The result
+/// equals psap::cpu_backend's bit for bit.
+///
+/// Batches (the `batch_*` bodies): one launch over the rows, entries or
+/// elements of many views, found from a device array of descriptors and
+/// offsets by binary search; each row is still one block-local reduction in
+/// the canonical order.
 
 #if !defined(__CUDACC__)
 #error "psap/backend/cuda/kernels.cuh holds __global__ code: include it from .cu files only (C++ code includes psap/backend/cuda.hpp)"
@@ -67,19 +73,19 @@ PSAP_HOST_DEVICE inline row_lane row_lane_of(index block, int thread) {
     return {block * rows_per_block + thread / lanes, thread / lanes, thread % lanes};
 }
 
-/// Lane `lane`'s accumulator of psap::reduce::binary(x, sx, y, sy, n, op).
+/// Lane `lane`'s accumulator of psap::reduce::binary(x, sx, y, sy, n, op)
+/// (the same rounding: psap::reduce::add).
 template <class T, class U, class Op>
 PSAP_HOST_DEVICE double lane_sum(const T* x, index sx, const U* y, index sy, index n, int lane, Op op) {
+    constexpr bool narrow = reduce::narrow<T> && reduce::narrow<U>;
     double acc = 0;
-    for (index j = lane; j < n; j += lanes) acc += op(double(x[j * sx]), double(y[j * sy]));
+    for (index j = lane; j < n; j += lanes) acc = reduce::add<narrow>(acc, double(x[j * sx]), double(y[j * sy]), op);
     return acc;
 }
 /// Lane `lane`'s accumulator of psap::reduce::unary(x, sx, n, op).
 template <class T, class Op>
 PSAP_HOST_DEVICE double lane_sum(const T* x, index sx, index n, int lane, Op op) {
-    double acc = 0;
-    for (index j = lane; j < n; j += lanes) acc += op(double(x[j * sx]));
-    return acc;
+    return lane_sum(x, sx, x, sx, n, lane, reduce::unary_as_binary<Op>{op});
 }
 
 /// Phase 1 of row_reduce: this thread's partial sum (0 past the last row).
@@ -146,6 +152,89 @@ PSAP_HOST_DEVICE bool is_finite(T x) {
     return std::isfinite(x);
 #endif
 }
+
+// ------------------------------------------------------------ batches
+// A batch of views is one launch: item e (a row, an entry or an element) of
+// the batch is item e - offset[k] of view k, offset[k] <= e < offset[k + 1].
+
+/// Kernel argument of a batch: `count` view descriptors and count + 1 offsets (device memory).
+template <class V>
+struct batch {
+    const V* views;
+    const index* offset;
+    index count;
+};
+
+/// The view holding batch item e (offset[0] = 0 <= e < offset[count]); views
+/// without items are never returned.
+PSAP_HOST_DEVICE inline index batch_view_of(const index* offset, index count, index e) {
+    index lo = 0, hi = count;  // offset[lo] <= e < offset[hi]
+    while (hi - lo > 1) {
+        const index mid = lo + (hi - lo) / 2;
+        if (offset[mid] <= e)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/// Phase 1 of a batched row reduction over `total` rows (offsets count rows).
+template <class T, class Op>
+PSAP_HOST_DEVICE double batch_reduce_part(batch<mat<const T>> b, index total, Op op, row_lane t) {
+    if (t.row >= total) return 0.0;
+    const index k = batch_view_of(b.offset, b.count, t.row);
+    const mat<const T> w = b.views[k];
+    return lane_sum(w.p + (t.row - b.offset[k]) * w.rs, w.cs, w.cols, t.lane, op);
+}
+/// Phase 1 of batched row dots: a's and b's views pair up (same shapes).
+template <class T>
+PSAP_HOST_DEVICE double batch_dots_part(batch<mat<const T>> a, const mat<const T>* b, index total, row_lane t) {
+    if (t.row >= total) return 0.0;
+    const index k = batch_view_of(a.offset, a.count, t.row);
+    const index i = t.row - a.offset[k];
+    const mat<const T> x = a.views[k], y = b[k];
+    return lane_sum(x.p + i * x.rs, x.cs, y.p + i * y.rs, y.cs, x.cols, t.lane, reduce::product{});
+}
+/// Phase 1 of batched row_count_below, a threshold per view.
+template <class T>
+PSAP_HOST_DEVICE index batch_count_below_part(batch<mat<const T>> b, const double* thresholds, index total, row_lane t) {
+    if (t.row >= total) return 0;
+    const index k = batch_view_of(b.offset, b.count, t.row);
+    const mat<const T> w = b.views[k];
+    mat<const T> one{w.p + (t.row - b.offset[k]) * w.rs, 1, w.cols, w.rs, w.cs};
+    return count_below_part(one, thresholds[k], row_lane{0, t.local, t.lane});
+}
+/// Batched read, entry e (offsets count entries).
+template <class T>
+PSAP_HOST_DEVICE void batch_read_one(batch<vec<const T>> b, double* out, index e) {
+    const index k = batch_view_of(b.offset, b.count, e);
+    const vec<const T> v = b.views[k];
+    out[e] = double(v.p[(e - b.offset[k]) * v.s]);
+}
+/// Batched finiteness scan of matrices, element e (offsets count elements):
+/// the view and row of a non-finite element, or view -1.
+struct view_row {
+    index view, row;
+};
+template <class T>
+PSAP_HOST_DEVICE view_row batch_nonfinite_row_one(batch<mat<const T>> b, index e) {
+    const index k = batch_view_of(b.offset, b.count, e);
+    const mat<const T> w = b.views[k];
+    const index local = e - b.offset[k], i = local / w.cols, j = local % w.cols;
+    if (is_finite(w.p[i * w.rs + j * w.cs])) return {-1, -1};
+    return {k, i};
+}
+/// The same for vectors: the view and entry of a non-finite entry, or view -1.
+template <class T>
+PSAP_HOST_DEVICE view_row batch_nonfinite_one(batch<vec<const T>> b, index e) {
+    const index k = batch_view_of(b.offset, b.count, e);
+    const vec<const T> v = b.views[k];
+    const index i = e - b.offset[k];
+    if (is_finite(v.p[i * v.s])) return {-1, -1};
+    return {k, i};
+}
+
 
 /// Element e of the listed rows' elements: (rows[e / cols], e % cols).
 /// L: `const index*` (device memory) or inline_list.
@@ -284,6 +373,57 @@ __global__ void copy_rows_kernel(mat<const T> src, mat<T> dst, const __grid_cons
 template <class T, class L>
 __global__ void copy_entries_kernel(vec<const T> src, vec<T> dst, const __grid_constant__ L which, index count) {
     PSAP_CUDA_FOR_EACH(e, count) copy_entry(src, dst, which, e);
+}
+
+// ------------------------------------------------------------ batch kernels
+
+template <class T, class Op>
+__global__ void __launch_bounds__(block_threads) batch_reduce_kernel(batch<mat<const T>> b, index total, Op op, double* out) {
+    __shared__ double part[rows_per_block][lanes];
+    const row_lane t = row_lane_of(blockIdx.x, threadIdx.x);
+    part[t.local][t.lane] = batch_reduce_part(b, total, op, t);
+    __syncthreads();
+    row_store(total, t, part[t.local], out);
+}
+
+template <class T>
+__global__ void __launch_bounds__(block_threads) batch_dots_kernel(batch<mat<const T>> a, const mat<const T>* b, index total, double* out) {
+    __shared__ double part[rows_per_block][lanes];
+    const row_lane t = row_lane_of(blockIdx.x, threadIdx.x);
+    part[t.local][t.lane] = batch_dots_part(a, b, total, t);
+    __syncthreads();
+    row_store(total, t, part[t.local], out);
+}
+
+template <class T>
+__global__ void __launch_bounds__(block_threads) batch_count_below_kernel(batch<mat<const T>> b, const double* thresholds, index total,
+                                                                          double* out) {
+    __shared__ index part[rows_per_block][lanes];
+    const row_lane t = row_lane_of(blockIdx.x, threadIdx.x);
+    part[t.local][t.lane] = batch_count_below_part(b, thresholds, total, t);
+    __syncthreads();
+    count_store(total, t, part[t.local], out);
+}
+
+template <class T>
+__global__ void batch_read_kernel(batch<vec<const T>> b, index total, double* out) {
+    PSAP_CUDA_FOR_EACH(e, total) batch_read_one(b, out, e);
+}
+
+/// first[k] = min(first[k], row) over non-finite elements of view k (first[] starts at ~0ull).
+template <class T>
+__global__ void batch_nonfinite_rows_kernel(batch<mat<const T>> b, index total, unsigned long long* first) {
+    PSAP_CUDA_FOR_EACH(e, total) {
+        const view_row r = batch_nonfinite_row_one(b, e);
+        if (r.view >= 0) atomicMin(first + r.view, static_cast<unsigned long long>(r.row));
+    }
+}
+template <class T>
+__global__ void batch_nonfinite_kernel(batch<vec<const T>> b, index total, unsigned long long* first) {
+    PSAP_CUDA_FOR_EACH(e, total) {
+        const view_row r = batch_nonfinite_one(b, e);
+        if (r.view >= 0) atomicMin(first + r.view, static_cast<unsigned long long>(r.row));
+    }
 }
 
 #undef PSAP_CUDA_FOR_EACH

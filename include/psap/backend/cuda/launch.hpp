@@ -89,6 +89,44 @@ status copy_rows(dmatrix<const T> src, dmatrix<T> dst, const index* rows, index 
 template <class T>
 status copy_entries(dvector<const T> src, dvector<T> dst, const index* which, index count, cudaStream_t stream);
 
+// ------------------------------------------------------------------ batches
+// Many views in one call: the reductions run as one launch over the rows
+// (entries, elements) of all views, found from a device array of view
+// descriptors; pairwise distances as one launch per view. Either way all
+// results come back in one copy and one synchronisation. `views` (and `b`,
+// `thresholds`) are host arrays of `count` entries; outs_host[k] is view k's
+// host output of the size the single-view launcher states. Results are those
+// of the single-view launchers, bit for bit.
+
+/// row_reduce for every view.
+template <class T>
+status row_reduce_batch(const dmatrix<const T>* views, index count, row_op op, double* const* outs_host, cudaStream_t stream);
+
+/// row_dots(a[k], b[k]) for every k.
+template <class T>
+status row_dots_batch(const dmatrix<const T>* a, const dmatrix<const T>* b, index count, double* const* outs_host, cudaStream_t stream);
+
+/// pairwise_sq_distances for every view (outs_host[k]: rows x rows).
+template <class T>
+status pairwise_sq_distances_batch(const dmatrix<const T>* views, index count, double* const* outs_host, cudaStream_t stream);
+
+/// row_count_below(views[k], thresholds[k]) for every k.
+template <class T>
+status row_count_below_batch(const dmatrix<const T>* views, const double* thresholds, index count, double* const* outs_host,
+                             cudaStream_t stream);
+
+/// read for every view.
+template <class T>
+status read_batch(const dvector<const T>* views, index count, double* const* outs_host, cudaStream_t stream);
+
+/// rows_host[k] = first_nonfinite_row(views[k]) for every k.
+template <class T>
+status first_nonfinite_rows(const dmatrix<const T>* views, index count, index* rows_host, cudaStream_t stream);
+
+/// entries_host[k] = first_nonfinite(views[k]) for every k.
+template <class T>
+status first_nonfinite_batch(const dvector<const T>* views, index count, index* entries_host, cudaStream_t stream);
+
 // ------------------------------------------------------------------ memory
 
 /// *ptr = `bytes` of zeroed device memory of the current device (cudaMalloc,

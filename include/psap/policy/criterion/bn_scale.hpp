@@ -10,6 +10,7 @@
 #include <psap/policy/measure.hpp>
 
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace psap {
@@ -35,7 +36,8 @@ struct bn_scale {
 
     template <class Net>
     void score(const Net& net, const step_context&, std::span<std::vector<double>> scores) const {
-        for (std::size_t g = 0; g < scores.size(); ++g) scores[g] = measure::abs_gamma(net, static_cast<index>(g));
+        auto all = measure::abs_gamma_all(net);
+        for (std::size_t g = 0; g < scores.size(); ++g) scores[g] = std::move(all[g]);
     }
 };
 

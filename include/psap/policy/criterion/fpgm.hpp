@@ -7,6 +7,7 @@
 
 #include <psap/backend/cpu.hpp>
 #include <psap/policy/context.hpp>
+#include <psap/policy/measure.hpp>
 
 #include <cmath>
 #include <span>
@@ -23,13 +24,24 @@ struct fpgm {
     template <class Net>
     void score(const Net& net, const step_context&, std::span<std::vector<double>> scores) const {
         using B = backend_t<typename Net::memory_type>;
+        using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+        // Every member's distance matrix in one batched call (one parallel
+        // region over the rows of all members), then the sums per group.
+        const measure::members<Net> mem(net);
+        std::vector<std::size_t> sizes;
+        for (std::size_t g = 0; g < mem.groups(); ++g)
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k)
+                sizes.push_back(static_cast<std::size_t>(net.groups()[g].size * net.groups()[g].size));
+        measure::slices d(sizes);
+        const auto w = mem.weights();
+        B::pairwise_sq_distances_batch(std::span<const W>(w), d.all());
+        std::vector<double> d2;
         for (std::size_t g = 0; g < scores.size(); ++g) {
-            const auto& grp = net.groups()[g];
-            const std::size_t n = static_cast<std::size_t>(grp.size);
-            std::vector<double> d2(n * n, 0.0), tmp(n * n);
-            for (std::size_t m = 0; m < grp.members.size(); ++m) {
-                B::pairwise_sq_distances(member_of(net, static_cast<index>(g), m).weight, tmp);
-                for (std::size_t k = 0; k < d2.size(); ++k) d2[k] += tmp[k];
+            const std::size_t n = static_cast<std::size_t>(net.groups()[g].size);
+            d2.assign(n * n, 0.0);
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                const auto t = d[k];
+                for (std::size_t e = 0; e < d2.size(); ++e) d2[e] += t[e];
             }
             auto& out = scores[g];
             for (std::size_t i = 0; i < n; ++i) {

@@ -9,6 +9,7 @@
 #include <psap/policy/context.hpp>
 #include <psap/policy/measure.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <vector>
@@ -29,31 +30,32 @@ struct lp_norm {
 
     template <class Net>
     void score(const Net& net, const step_context&, std::span<std::vector<double>> scores) const {
-        using B = backend_t<typename Net::memory_type>;
+        using BN = batch_norm_views<typename Net::value_type, typename Net::memory_type>;
+        // One batched call per quantity for the whole network: filter norms,
+        // then (fold_bn) gamma and the running variances.
+        const measure::members<Net> mem(net);
+        const auto norm = measure::member_row_norms(net, mem, P);
+        measure::slices gamma, var;
+        if (fold_bn) {
+            gamma = measure::read_member_bn(net, mem, &BN::gamma);
+            var = measure::read_member_bn(net, mem, &BN::running_var);
+        }
         for (std::size_t g = 0; g < scores.size(); ++g) {
-            const auto& grp = net.groups()[g];
             auto& out = scores[g];
             std::fill(out.begin(), out.end(), 0.0);
-            std::vector<double> norm(out.size()), gamma(out.size()), var(out.size());
-            for (std::size_t m = 0; m < grp.members.size(); ++m) {
-                const auto mv = member_of(net, static_cast<index>(g), m);
-                if constexpr (P == 1)
-                    B::row_abs_sums(mv.weight, norm);
-                else {
-                    B::row_sq_norms(mv.weight, norm);
-                    for (auto& x : norm) x = std::sqrt(x);
-                }
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                const auto& mv = mem.views[k];
+                const auto n = norm[k];
+                if constexpr (P == 2)
+                    for (auto& x : n) x = std::sqrt(x);
                 if (fold_bn && mv.bn) {
-                    B::read(mv.bn->gamma, gamma);
+                    const auto ga = gamma[k];
                     // Without running statistics the fold uses variance 1 (no rescaling).
-                    if (mv.bn->running_var.empty())
-                        std::fill(var.begin(), var.end(), 1.0);
-                    else
-                        B::read(mv.bn->running_var, var);
+                    const bool unit = mv.bn->running_var.empty();
                     for (std::size_t i = 0; i < out.size(); ++i)
-                        out[i] += std::abs(gamma[i]) * norm[i] / std::sqrt(std::max(var[i], 0.0) + mv.bn->eps);
+                        out[i] += std::abs(ga[i]) * n[i] / std::sqrt(std::max(unit ? 1.0 : var[k][i], 0.0) + mv.bn->eps);
                 } else {
-                    for (std::size_t i = 0; i < out.size(); ++i) out[i] += norm[i];
+                    for (std::size_t i = 0; i < out.size(); ++i) out[i] += n[i];
                 }
             }
         }

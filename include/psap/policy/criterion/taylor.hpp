@@ -10,6 +10,7 @@
 #include <psap/backend/cpu.hpp>
 #include <psap/error.hpp>
 #include <psap/policy/context.hpp>
+#include <psap/policy/measure.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -43,21 +44,45 @@ struct taylor {
     template <class Net>
     void observe(const Net& net, const observe_context<Net>&) {
         using B = backend_t<typename Net::memory_type>;
+        using BN = batch_norm_views<typename Net::value_type, typename Net::memory_type>;
+        using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+        const measure::members<Net> mem(net);
+        // Check every member first (the same errors, in the same order, as one
+        // group at a time), then read everything in one batched call per quantity.
+        std::vector<W> ws, gs;
+        std::vector<std::size_t> plain;  // members without batch norm, in order
+        for (std::size_t k = 0; k < mem.count(); ++k) {
+            const auto& mv = mem.views[k];
+            if (mv.bn) {
+                if (mv.bn->grad_gamma.empty() || mv.bn->grad_beta.empty())
+                    detail::fail("psap::taylor: layer '", mv.source->name,
+                                 "' has batch norm without gamma/beta gradient views; give the layer grad_gamma and grad_beta");
+            } else {
+                if (mv.grad.empty()) detail::fail("psap::taylor: layer '", mv.source->name, "' has no gradient view; taylor needs dL/dW");
+                ws.push_back(mv.weight);
+                gs.push_back(mv.grad);
+                plain.push_back(k);
+            }
+        }
+        const auto gamma = measure::read_member_bn(net, mem, &BN::gamma);
+        const auto ggamma = measure::read_member_bn(net, mem, &BN::grad_gamma);
+        const auto beta = measure::read_member_bn(net, mem, &BN::beta);
+        const auto gbeta = measure::read_member_bn(net, mem, &BN::grad_beta);
+        std::vector<std::size_t> sizes;
+        for (std::size_t k : plain) sizes.push_back(static_cast<std::size_t>(mem.views[k].weight.rows()));
+        measure::slices dots(sizes);
+        if (!plain.empty()) B::row_dots_batch(std::span<const W>(ws), std::span<const W>(gs), dots.all());
+
+        std::vector<double> v;
+        std::size_t next_plain = 0;
         for (std::size_t g = 0; g < sum_.size(); ++g) {
-            const auto& grp = net.groups()[g];
-            std::vector<double> v(sum_[g].size(), 0.0), a(v.size()), b(v.size());
-            for (std::size_t m = 0; m < grp.members.size(); ++m) {
-                const auto mv = member_of(net, static_cast<index>(g), m);
-                if (mv.bn) {
-                    if (mv.bn->grad_gamma.empty() || mv.bn->grad_beta.empty())
-                        detail::fail("psap::taylor: layer '", mv.source->name,
-                                     "' has batch norm without gamma/beta gradient views; give the layer grad_gamma and grad_beta");
-                    add_product(B{}, mv.bn->gamma, mv.bn->grad_gamma, v, a, b);
-                    add_product(B{}, mv.bn->beta, mv.bn->grad_beta, v, a, b);
+            v.assign(sum_[g].size(), 0.0);
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                if (mem.views[k].bn) {
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += gamma[k][i] * ggamma[k][i];
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += beta[k][i] * gbeta[k][i];
                 } else {
-                    if (mv.grad.empty())
-                        detail::fail("psap::taylor: layer '", mv.source->name, "' has no gradient view; taylor needs dL/dW");
-                    B::row_dots(mv.weight, mv.grad, a);
+                    const auto a = dots[next_plain++];
                     for (std::size_t i = 0; i < v.size(); ++i) v[i] += a[i];
                 }
             }
@@ -121,13 +146,6 @@ struct taylor {
     }
 
 private:
-    template <class B, class V>
-    static void add_product(B, const V& x, const V& gx, std::vector<double>& v, std::vector<double>& a, std::vector<double>& b) {
-        B::read(x, a);
-        B::read(gx, b);
-        for (std::size_t i = 0; i < v.size(); ++i) v[i] += a[i] * b[i];
-    }
-
     std::vector<std::vector<double>> sum_, avg_;
     double count_ = 0;
     bool have_avg_ = false;

@@ -63,25 +63,62 @@ struct gradient_pulse {
     void observe(const Net& net, const observe_context<Net>& octx) {
         if (octx.info.iterations_since_step >= window) return;
         using B = backend_t<typename Net::memory_type>;
-        for (std::size_t g = 0; g < acc_.size(); ++g) {
-            const auto& grp = net.groups()[g];
-            const auto& pruned = octx.groups[g].pruned;
-            std::vector<double> v(acc_[g].size(), 0.0), tmp(v.size()), tmp2(v.size());
-            for (std::size_t m = 0; m < grp.members.size(); ++m) {
-                const auto mv = member_of(net, static_cast<index>(g), m);
+        using T = typename Net::value_type;
+        using M = typename Net::memory_type;
+        using W = matrix_view<T, M>;
+        using V = vector_view<T, M>;
+        const measure::members<Net> mem(net);
+        // Gather every member's views (checking them in group order), then one
+        // batched read of the gate gradients and one batched call for the
+        // filter products <F, dL/dF> and <snapshot, dL/dF> of members without BN.
+        std::vector<V> gates;
+        std::vector<W> as, bs;
+        std::vector<std::size_t> gate_sizes;
+        for (std::size_t g = 0; g < mem.groups(); ++g)
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                const auto& mv = mem.views[k];
                 if (mv.bn) {
                     const auto& src = !mv.bn->gate_grad.empty() ? mv.bn->gate_grad : mv.bn->grad_gamma;
                     if (src.empty())
                         detail::fail("psap::gradient_pulse: layer '", mv.source->name,
                                      "' has batch norm but neither a gate_grad nor a grad_gamma view; supply one");
-                    B::read(src, tmp);
-                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += tmp[i];
+                    gates.push_back(src);
+                    gate_sizes.push_back(static_cast<std::size_t>(src.size()));
                 } else {
                     if (mv.grad.empty())
                         detail::fail("psap::gradient_pulse: layer '", mv.source->name, "' has no gradient view; supply dL/dW");
-                    B::row_dots(mv.weight, mv.grad, tmp);
-                    B::row_dots(octx.snapshots.member_filters(static_cast<index>(g), m), mv.grad, tmp2);
-                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += pruned[i] ? tmp2[i] : tmp[i];
+                    as.push_back(mv.weight);
+                    bs.push_back(mv.grad);
+                }
+            }
+        // <snapshot, dL/dF> follows <F, dL/dF> in the same batch.
+        const std::size_t plain = as.size();
+        for (std::size_t g = 0; g < mem.groups(); ++g)
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k)
+                if (!mem.views[k].bn) {
+                    as.push_back(octx.snapshots.member_filters(static_cast<index>(g), k - mem.first[g]));
+                    bs.push_back(mem.views[k].grad);
+                }
+        measure::slices gate(gate_sizes);
+        if (!gates.empty()) B::read_batch(std::span<const V>(gates), gate.all());
+        std::vector<std::size_t> dot_sizes;
+        for (const auto& a : as) dot_sizes.push_back(static_cast<std::size_t>(a.rows()));
+        measure::slices dots(dot_sizes);
+        if (!as.empty()) B::row_dots_batch(std::span<const W>(as), std::span<const W>(bs), dots.all());
+
+        std::vector<double> v;
+        std::size_t next_gate = 0, next_plain = 0;
+        for (std::size_t g = 0; g < acc_.size(); ++g) {
+            const auto& pruned = octx.groups[g].pruned;
+            v.assign(acc_[g].size(), 0.0);
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                if (mem.views[k].bn) {
+                    const auto t = gate[next_gate++];
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += t[i];
+                } else {
+                    const auto t = dots[next_plain], t2 = dots[plain + next_plain];
+                    ++next_plain;
+                    for (std::size_t i = 0; i < v.size(); ++i) v[i] += pruned[i] ? t2[i] : t[i];
                 }
             }
             for (std::size_t i = 0; i < v.size(); ++i) acc_[g][i] += std::abs(v[i]);

@@ -8,7 +8,9 @@
 #include <psap/policy/reconstruct/snapshot_store.hpp>
 
 #include <concepts>
+#include <cstddef>
 #include <span>
+#include <vector>
 
 namespace psap {
 
@@ -96,6 +98,98 @@ void zero_gradients(const Net& net, index g, std::span<const index> ch, bool wit
             if (!mv.bn->grad_beta.empty()) B::set_entries(mv.bn->grad_beta, ch, T(0));
         }
     }
+}
+/// The listed channels of every group in one buffer (lists[g] for group g).
+struct channel_lists {
+    std::vector<index> data;
+    std::vector<std::span<const index>> lists;
+
+    channel_lists() = default;
+    /// The pruned channels of every group's mask.
+    explicit channel_lists(std::span<const group_state> groups) {
+        std::size_t n = 0;
+        for (const auto& s : groups) n += s.pruned.size();
+        data.reserve(n);
+        std::vector<std::size_t> ends;
+        ends.reserve(groups.size());
+        for (const auto& s : groups) {
+            for (std::size_t i = 0; i < s.pruned.size(); ++i)
+                if (s.pruned[i]) data.push_back(static_cast<index>(i));
+            ends.push_back(data.size());
+        }
+        lists.reserve(groups.size());
+        std::size_t b = 0;
+        for (auto e : ends) {
+            lists.emplace_back(data.data() + b, e - b);
+            b = e;
+        }
+    }
+    channel_lists(channel_lists&&) noexcept = default;  // the spans keep pointing into the moved buffer
+    channel_lists& operator=(channel_lists&&) noexcept = default;
+    channel_lists(const channel_lists&) = delete;
+    channel_lists& operator=(const channel_lists&) = delete;
+};
+
+/// scale_filters(net, g, ch[g], 0) for every group g with include(g): the
+/// rows of all members zeroed in one batched call, then the biases.
+template <class Net, class Include>
+void zero_filters_all(const Net& net, std::span<const std::span<const index>> ch, Include include) {
+    using B = backend_t<typename Net::memory_type>;
+    using T = typename Net::value_type;
+    using W = matrix_view<T, typename Net::memory_type>;
+    std::vector<W> ws;
+    std::vector<std::span<const index>> rows;
+    for (std::size_t g = 0; g < ch.size(); ++g) {
+        if (ch[g].empty() || !include(g)) continue;
+        const auto& grp = net.groups()[g];
+        for (std::size_t m = 0; m < grp.members.size(); ++m) {
+            const auto mv = member_of(net, static_cast<index>(g), m);
+            ws.push_back(mv.weight);
+            rows.push_back(ch[g]);
+        }
+    }
+    if (!ws.empty()) B::zero_rows_batch(std::span<const W>(ws), std::span<const std::span<const index>>(rows));
+    for (std::size_t g = 0; g < ch.size(); ++g) {
+        if (ch[g].empty() || !include(g)) continue;
+        for (std::size_t m = 0; m < net.groups()[g].members.size(); ++m) {
+            const auto mv = member_of(net, static_cast<index>(g), m);
+            if (!mv.bias.empty()) B::set_entries(mv.bias, ch[g], T(0));
+        }
+    }
+}
+
+/// scale_bn(net, g, ch[g], 0) for every group g with include(g).
+template <class Net, class Include>
+void zero_bn_all(const Net& net, std::span<const std::span<const index>> ch, Include include) {
+    for (std::size_t g = 0; g < ch.size(); ++g)
+        if (!ch[g].empty() && include(g)) scale_bn(net, static_cast<index>(g), ch[g], typename Net::value_type(0));
+}
+
+/// zero_gradients(net, g, ch[g], with_bn) for every group: the gradient rows
+/// of all members zeroed in one batched call.
+template <class Net>
+void zero_gradients_all(const Net& net, std::span<const std::span<const index>> ch, bool with_bn) {
+    using B = backend_t<typename Net::memory_type>;
+    using T = typename Net::value_type;
+    using W = matrix_view<T, typename Net::memory_type>;
+    std::vector<W> ws;
+    std::vector<std::span<const index>> rows;
+    for (std::size_t g = 0; g < ch.size(); ++g) {
+        if (ch[g].empty()) continue;
+        for (std::size_t m = 0; m < net.groups()[g].members.size(); ++m) {
+            const auto mv = member_of(net, static_cast<index>(g), m);
+            if (!mv.grad.empty()) {
+                ws.push_back(mv.grad);
+                rows.push_back(ch[g]);
+            }
+            if (!mv.grad_bias.empty()) B::set_entries(mv.grad_bias, ch[g], T(0));
+            if (with_bn && mv.bn) {
+                if (!mv.bn->grad_gamma.empty()) B::set_entries(mv.bn->grad_gamma, ch[g], T(0));
+                if (!mv.bn->grad_beta.empty()) B::set_entries(mv.bn->grad_beta, ch[g], T(0));
+            }
+        }
+    }
+    if (!ws.empty()) B::zero_rows_batch(std::span<const W>(ws), std::span<const std::span<const index>>(rows));
 }
 }  // namespace detail
 

@@ -17,35 +17,36 @@ struct hard {
 
     template <class Net>
     void apply(const Net& net, const step_context&, std::span<const group_update> updates, snapshot_store<Net>& snaps) const {
+        std::vector<std::span<const index>> pruned(updates.size());
         for (std::size_t gi = 0; gi < updates.size(); ++gi) {
             const auto g = static_cast<index>(gi);
             const auto& u = updates[gi];
             if (!u.newly_pruned.empty()) snaps.save(net, g, u.newly_pruned);
             if (!u.restored.empty()) snaps.restore(net, g, u.restored);
             if (!u.released.empty()) snaps.restore(net, g, u.released);
-            zero(net, g, u.pruned);
+            pruned[gi] = u.pruned;
         }
+        zero_all(net, pruned);  // groups own disjoint channels: zeroing after every group's copies is the same
     }
 
     template <class Net>
     void after_update(const Net& net, std::span<const group_state> groups, snapshot_store<Net>&) const {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) zero(net, static_cast<index>(gi), detail::pruned_list(groups[gi]));
+        const detail::channel_lists pruned(groups);
+        zero_all(net, pruned.lists);
     }
 
     template <class Net>
     void mask_gradients_of(const Net& net, std::span<const group_state> groups) const {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-            const auto pruned = detail::pruned_list(groups[gi]);
-            if (!pruned.empty()) detail::zero_gradients(net, static_cast<index>(gi), pruned, true);
-        }
+        const detail::channel_lists pruned(groups);
+        detail::zero_gradients_all(net, pruned.lists, true);
     }
 
 private:
     template <class Net>
-    static void zero(const Net& net, index g, std::span<const index> ch) {
-        if (ch.empty()) return;
-        detail::scale_filters(net, g, ch, typename Net::value_type(0));
-        detail::scale_bn(net, g, ch, typename Net::value_type(0));
+    static void zero_all(const Net& net, std::span<const std::span<const index>> ch) {
+        auto all = [](std::size_t) { return true; };
+        detail::zero_filters_all(net, ch, all);
+        detail::zero_bn_all(net, ch, all);
     }
 };
 

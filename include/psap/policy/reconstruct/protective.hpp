@@ -40,12 +40,16 @@ struct protective {
 
     template <class Net>
     void after_update(const Net& net, std::span<const group_state> groups, snapshot_store<Net>& snaps) const {
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-            const auto g = static_cast<index>(gi);
-            const auto pruned = detail::pruned_list(groups[gi]);
-            if (pruned.empty()) continue;
-            gate(net, g, pruned);
-            if (hold_filters && measure::has_bn(net, g)) snaps.restore(net, g, pruned, snapshot_store<Net>::filters);
+        // All groups at once: one batched call for the filter rows.
+        const detail::channel_lists pruned(groups);
+        auto bn = [&](std::size_t g) { return measure::has_bn(net, static_cast<index>(g)); };
+        detail::zero_bn_all(net, pruned.lists, bn);
+        detail::zero_filters_all(net, pruned.lists, [&](std::size_t g) { return !bn(g); });
+        if (hold_filters) {
+            std::vector<std::span<const index>> held(pruned.lists.begin(), pruned.lists.end());
+            for (std::size_t g = 0; g < held.size(); ++g)
+                if (!bn(g)) held[g] = {};
+            snaps.restore_all(net, held, snapshot_store<Net>::filters);
         }
     }
 

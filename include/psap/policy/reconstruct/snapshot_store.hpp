@@ -87,6 +87,41 @@ public:
         }
     }
 
+    /// restore(net, g, channels[g], what) for every group g, with the filter
+    /// rows of all members copied in one batched backend call.
+    void restore_all(const Net& net, std::span<const std::span<const index>> channels, unsigned what = everything) {
+        for (std::size_t g = 0; g < channels.size(); ++g)
+            for (index c : channels[g])
+                if (!groups_[g].saved[static_cast<std::size_t>(c)])
+                    detail::fail("psap::snapshot_store: channel ", c, " of group '", net.groups()[g].name,
+                                 "' has no snapshot (it was never pruned in this run)");
+        using W = matrix_view<T, M>;
+        using CW = matrix_view<const T, M>;
+        std::vector<CW> src;
+        std::vector<W> dst;
+        std::vector<std::span<const index>> rows;
+        for (std::size_t g = 0; g < channels.size(); ++g) {
+            if (channels[g].empty()) continue;
+            auto& sg = groups_[g];
+            for (std::size_t m = 0; m < sg.members.size(); ++m) {
+                const auto mv = member_of(net, static_cast<index>(g), m);
+                auto& sm = sg.members[m];
+                if (what & filters) {
+                    src.push_back(filters_of(sm));
+                    dst.push_back(mv.weight);
+                    rows.push_back(channels[g]);
+                    if (!mv.bias.empty()) backend::copy_entries(vec(sm.bias), mv.bias, channels[g]);
+                }
+                if ((what & batch_norm) && mv.bn) {
+                    backend::copy_entries(vec(sm.gamma), mv.bn->gamma, channels[g]);
+                    backend::copy_entries(vec(sm.beta), mv.bn->beta, channels[g]);
+                }
+            }
+        }
+        if (!src.empty())
+            backend::copy_rows_batch(std::span<const CW>(src), std::span<const W>(dst), std::span<const std::span<const index>>(rows));
+    }
+
     /// Saved filter rows of member m of group g (rows without a snapshot are unspecified).
     matrix_view<T, M> member_filters(index g, std::size_t m) {
         return filters_of(groups_[static_cast<std::size_t>(g)].members[m]);

@@ -25,13 +25,16 @@ struct soft {
 
     template <class Net>
     void apply(const Net& net, const step_context&, std::span<const group_update> updates, snapshot_store<Net>& snaps) const {
+        std::vector<std::span<const index>> pruned(updates.size());
         for (std::size_t gi = 0; gi < updates.size(); ++gi) {
             const auto g = static_cast<index>(gi);
             const auto& u = updates[gi];
             if (!u.newly_pruned.empty()) snaps.save(net, g, u.newly_pruned);
             if (!u.restored.empty()) snaps.restore(net, g, u.restored, snapshot_store<Net>::filters);
-            detail::scale_filters(net, g, u.pruned, typename Net::value_type(0));
+            pruned[gi] = u.pruned;
         }
+        // groups own disjoint channels: zeroing after every group's copies is the same
+        detail::zero_filters_all(net, pruned, [](std::size_t) { return true; });
     }
 
     template <class Net>
@@ -40,10 +43,8 @@ struct soft {
     template <class Net>
     void mask_gradients_of(const Net& net, std::span<const group_state> groups) const {
         if (!mask_gradients) return;
-        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-            const auto pruned = detail::pruned_list(groups[gi]);
-            if (!pruned.empty()) detail::zero_gradients(net, static_cast<index>(gi), pruned, false);
-        }
+        const detail::channel_lists pruned(groups);
+        detail::zero_gradients_all(net, pruned.lists, false);
     }
 };
 

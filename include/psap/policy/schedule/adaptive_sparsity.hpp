@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -72,8 +73,8 @@ struct adaptive_sparsity {
         const std::size_t n = sizes.size();
         plan.resize(n);
         plan.budget_now = ctx.target.target * ramp_fraction(ramp, ctx.info.progress, ramp_end);
+        measure_all(net, ctx.groups, plan.sparsity);
         for (std::size_t g = 0; g < n; ++g) {
-            plan.sparsity[g] = measure(net, static_cast<index>(g), ctx.groups[g].pruned);
             const double restored = ctx.restored.empty() ? 0.0 : static_cast<double>(ctx.restored[g].size());
             plan.pressure[g] = restored / static_cast<double>(sizes[g]);
         }
@@ -146,6 +147,66 @@ struct adaptive_sparsity {
             total += elems;
         }
         return total > 0 ? below / total : 0.0;
+    }
+
+    /// s_g of every group under the current masks (out[g]), with one batched
+    /// backend call per quantity; equal to measure(net, g, groups[g].pruned).
+    template <class Net>
+    void measure_all(const Net& net, std::span<const group_state> groups, std::span<double> out) const {
+        const std::size_t n = groups.size();
+        if (sparsity == measure_kind::channel) {
+            const auto mags = measure::channel_magnitude_all(net);
+            for (std::size_t g = 0; g < n; ++g) {
+                const auto& m = mags[g];
+                const auto& pruned = groups[g].pruned;
+                const double med = measure::active_median(m, pruned);
+                if (!(med > 0)) {
+                    out[g] = 0.0;
+                    continue;
+                }
+                index small = 0;
+                for (std::size_t i = 0; i < m.size(); ++i) small += (!pruned[i] && m[i] < delta * med);
+                out[g] = static_cast<double>(small) / static_cast<double>(net.groups()[g].size);
+            }
+            return;
+        }
+        using B = backend_t<typename Net::memory_type>;
+        using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+        const measure::members<Net> mem(net);
+        const auto sq = measure::member_row_norms(net, mem, 2);
+        // Per member: the threshold from the RMS of its active weights; members
+        // without active weights are left out of the count.
+        std::vector<double> thresholds, elems(mem.count(), 0.0);
+        std::vector<W> counted;
+        std::vector<std::size_t> sizes;
+        for (std::size_t g = 0; g < n; ++g)
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                const auto& pruned = groups[g].pruned;
+                double ss = 0, e = 0;
+                for (std::size_t i = 0; i < sq[k].size(); ++i)
+                    if (!pruned[i]) ss += sq[k][i], e += static_cast<double>(mem.views[k].weight.cols());
+                elems[k] = e;
+                if (e == 0) continue;
+                thresholds.push_back(element_delta * std::sqrt(ss / e));
+                counted.push_back(mem.views[k].weight);
+                sizes.push_back(sq[k].size());
+            }
+        measure::slices cnt(sizes);
+        if (!counted.empty())
+            B::row_count_below_batch(std::span<const W>(counted), std::span<const double>(thresholds), cnt.all());
+        std::size_t next = 0;
+        for (std::size_t g = 0; g < n; ++g) {
+            const auto& pruned = groups[g].pruned;
+            double below = 0, total = 0;
+            for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
+                if (elems[k] == 0) continue;
+                const auto c = cnt[next++];
+                for (std::size_t i = 0; i < c.size(); ++i)
+                    if (!pruned[i]) below += c[i];
+                total += elems[k];
+            }
+            out[g] = total > 0 ? below / total : 0.0;
+        }
     }
 
     void validate() const {

@@ -59,8 +59,8 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
     const auto sizes = costs.group_sizes();
     const double full = static_cast<double>(costs.full().of(kind));
     const double limit = full * (1.0 - target);  // the cost we may keep
+    std::vector<index> kept(n);
     auto meets = [&](const std::vector<index>& count) {
-        std::vector<index> kept(n);
         for (std::size_t g = 0; g < n; ++g) kept[g] = sizes[g] - count[g];
         return static_cast<double>(costs.evaluate(kept).of(kind)) <= limit;
     };
@@ -76,16 +76,28 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
         a.mu = mu_lo;
         return a;
     }
+    std::vector<index> count_lo = a.count;  // counts at mu_lo: they miss the target
     counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);
     if (!meets(a.count)) {
         a.mu = mu_hi;
         a.feasible = false;
         return a;
     }
+    std::vector<index> count_hi = a.count;  // counts at mu_hi: they meet it
+    // Whether counts meet the target is a function of the counts alone, so a
+    // midpoint with the counts of either end needs no cost evaluation: once
+    // the interval lies between two breakpoints, the remaining halvings are free.
     for (int it = 0; it < 64 && mu_hi - mu_lo > 1e-12; ++it) {
         const double mid = 0.5 * (mu_lo + mu_hi);
         counts_at(mid, desired, lo, hi, sizes, multiple, a.ratio, a.count);
-        (meets(a.count) ? mu_hi : mu_lo) = mid;
+        const bool ok = a.count == count_hi ? true : a.count == count_lo ? false : meets(a.count);
+        if (ok) {
+            mu_hi = mid;
+            count_hi = a.count;
+        } else {
+            mu_lo = mid;
+            count_lo = a.count;
+        }
     }
     a.mu = mu_hi;
     counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);

@@ -1,14 +1,21 @@
 // Training / inference throughput of the reference trainer on synthetic data.
 // One run: warm-up iterations, then timed iterations; prints one JSON line.
 // scripts/bench_throughput.py runs this and the PyTorch equivalent interleaved.
+// With --checkpoint FILE the network is the one of a psap-train checkpoint
+// (its model_config and weights; input shape from the model), which is how
+// scripts/bench_compaction.py times a masked network against its compact one.
 #include <chrono>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#ifdef PSAP_BENCH_CHECKPOINTS
+#include "cli/checkpoint.hpp"
+#endif
 #include "models/resnet.hpp"
 #include "models/vgg.hpp"
 #include "nn/cross_entropy.hpp"
@@ -23,7 +30,7 @@
 namespace {
 
 struct args {
-  std::string model = "resnet20", mode = "train";
+  std::string model = "resnet20", mode = "train", checkpoint;
   int channels = 3, size = 32, batch = 128, threads = 2, warmup = 3, iters = 10;
 };
 
@@ -39,6 +46,7 @@ args parse(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::stoi(v);
     else if (k == "--warmup") a.warmup = std::stoi(v);
     else if (k == "--iters") a.iters = std::stoi(v);
+    else if (k == "--checkpoint") a.checkpoint = v;
     else throw std::invalid_argument("unknown option " + k);
   }
   if (a.mode != "train" && a.mode != "infer") throw std::invalid_argument("--mode must be train or infer");
@@ -53,7 +61,15 @@ int main(int argc, char** argv) try {
   omp_set_num_threads(a.threads);
 #endif
   nlohmann::json cfg;
-  if (a.model.rfind("resnet", 0) == 0) {
+  std::unique_ptr<trainer::model> m;
+  if (!a.checkpoint.empty()) {
+#ifdef PSAP_BENCH_CHECKPOINTS
+    const trainer::loaded_checkpoint ck = trainer::read_checkpoint(a.checkpoint);
+    m = trainer::model_from_checkpoint(ck, "'" + a.checkpoint + "'");
+#else
+    throw std::invalid_argument("--checkpoint: this build of the benchmark has no checkpoint reader (psap-train's cli library was not built)");
+#endif
+  } else if (a.model.rfind("resnet", 0) == 0) {
     const bool option_b = a.model.size() > 2 && a.model.substr(a.model.size() - 2) == "-B";
     const int depth = std::stoi(a.model.substr(6, option_b ? a.model.size() - 8 : std::string::npos));
     cfg = trainer::resnet_config(depth, 10, a.channels, a.size, a.size, option_b ? 'B' : 'A');
@@ -62,20 +78,22 @@ int main(int argc, char** argv) try {
   } else {
     throw std::invalid_argument("unknown model " + a.model);
   }
-  auto m = trainer::make_model(cfg, 1);
+  if (!m) m = trainer::make_model(cfg, 1);
+  const std::string model_name = a.checkpoint.empty() ? a.model : m->name();
+  const int channels = m->in_channels(), height = m->input_h(), width = m->input_w(), classes = m->num_classes();
   trainer::rng g(7);
-  std::vector<float> x(static_cast<std::size_t>(a.batch) * a.channels * a.size * a.size);
+  std::vector<float> x(static_cast<std::size_t>(a.batch) * static_cast<std::size_t>(channels * height * width));
   for (auto& v : x) v = static_cast<float>(g.normal());
   std::vector<std::int32_t> y(static_cast<std::size_t>(a.batch));
-  for (auto& v : y) v = static_cast<std::int32_t>(g.below(10));
-  std::vector<float> logits(static_cast<std::size_t>(a.batch) * 10), dlogits(logits.size());
+  for (auto& v : y) v = static_cast<std::int32_t>(g.below(static_cast<std::uint64_t>(classes)));
+  std::vector<float> logits(static_cast<std::size_t>(a.batch) * static_cast<std::size_t>(classes)), dlogits(logits.size());
   trainer::sgd opt(*m, {0.01f, 0.9f, 0.0f, 5e-4f, true});
   trainer::cross_entropy ce;
   const bool train = a.mode == "train";
   auto iteration = [&] {
     m->forward(x.data(), a.batch, logits.data(), train);
     if (train) {
-      ce.forward(logits.data(), y.data(), a.batch, 10);
+      ce.forward(logits.data(), y.data(), a.batch, classes);
       ce.backward(dlogits.data());
       m->backward(dlogits.data());
       opt.step();
@@ -95,9 +113,10 @@ int main(int argc, char** argv) try {
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double cpu = cpu_now() - c0;
   std::printf("{\"impl\": \"psap\", \"model\": \"%s\", \"mode\": \"%s\", \"input\": \"%dx%dx%d\", \"batch\": %d, "
-              "\"threads\": %d, \"img_per_s\": %.2f, \"img_per_cpu_s\": %.2f}\n",
-              a.model.c_str(), a.mode.c_str(), a.channels, a.size, a.size, a.batch, trainer::max_threads(),
-              a.batch * a.iters / dt, a.batch * a.iters / cpu);
+              "\"threads\": %d, \"img_per_s\": %.2f, \"img_per_cpu_s\": %.2f, \"macs\": %lld, \"params\": %lld}\n",
+              model_name.c_str(), a.mode.c_str(), channels, height, width, a.batch, trainer::max_threads(),
+              a.batch * a.iters / dt, a.batch * a.iters / cpu, static_cast<long long>(trainer::total_macs(*m)),
+              static_cast<long long>(trainer::parameter_count(*m)));
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "trainer_throughput: %s\n", e.what());

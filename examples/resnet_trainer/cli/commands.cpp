@@ -13,6 +13,7 @@
 #include <omp.h>
 #endif
 
+#include "data/loader.hpp"
 #include "data/registry.hpp"
 #include "io/atomic_file.hpp"
 #include "models/resnet.hpp"
@@ -395,6 +396,51 @@ int run_train(const json& given, const runtime_options& rt) {
   return 0;
 }
 
+namespace {
+
+// psap-train eval --dump-logits: the images in data set order, as the model
+// saw them and as stored, their labels and the eval-mode logits.
+void dump_logits(const std::filesystem::path& path, model& net, const dataset& set, std::size_t batch_size,
+                 const std::filesystem::path& checkpoint) {
+  loader_config lc;
+  lc.batch_size = batch_size;
+  lc.shuffle = false;
+  lc.background = false;
+  batch_loader loader(set, lc);
+  loader.start_epoch(0);
+  const auto classes = static_cast<std::size_t>(net.num_classes());
+  std::vector<float> inputs, logits, out;
+  std::vector<std::uint8_t> pixels;
+  std::vector<std::int64_t> labels;
+  batch b;
+  while (loader.next(b)) {
+    out.resize(b.size * classes);
+    net.forward(b.images.data(), static_cast<int>(b.size), out.data(), false);
+    inputs.insert(inputs.end(), b.images.begin(), b.images.begin() + static_cast<std::ptrdiff_t>(b.size * set.image_size()));
+    logits.insert(logits.end(), out.begin(), out.end());
+    for (std::size_t i = 0; i < b.size; ++i) {
+      const auto img = set.image(b.indices[i]);
+      pixels.insert(pixels.end(), img.begin(), img.end());
+      labels.push_back(b.labels[i]);
+    }
+  }
+  const auto n = static_cast<std::uint64_t>(labels.size());
+  const std::vector<std::uint64_t> image_shape{n, static_cast<std::uint64_t>(set.channels),
+                                               static_cast<std::uint64_t>(set.height), static_cast<std::uint64_t>(set.width)};
+  tensor_archive a;
+  a.add<float>("inputs", image_shape, inputs);
+  a.add<std::uint8_t>("pixels", image_shape, pixels);
+  a.add<std::int64_t>("labels", {n}, labels);
+  a.add<float>("logits", {n, static_cast<std::uint64_t>(classes)}, logits);
+  a.metadata["checkpoint"] = checkpoint.string();
+  a.metadata["data"] = set.name;
+  a.metadata["model_config"] = net.config().dump();
+  a.metadata["normalization"] = json{{"formula", "(pixels / 255 - mean[c]) / std[c]"}, {"mean", set.mean}, {"std", set.std}}.dump();
+  save_safetensors(path, a);
+}
+
+}  // namespace
+
 int run_eval(const eval_options& opt) {
   const int threads = apply_threads(opt.threads);
   const loaded_checkpoint ck = read_checkpoint(opt.checkpoint);
@@ -412,6 +458,7 @@ int run_eval(const eval_options& opt) {
   const dataset_pair data = load_data(d);
   const dataset& set = opt.split == "test" ? data.test : data.train;
   const eval_result r = evaluate_dataset(*net, set, opt.batch_size);
+  if (!opt.dump.empty()) dump_logits(opt.dump, *net, set, opt.batch_size, opt.checkpoint);
   const json out = {{"checkpoint", opt.checkpoint.string()},
                     {"model", net->name()},
                     {"data", set.name},

@@ -84,6 +84,12 @@ struct eval_options {
   std::string split = "test";
   std::size_t batch_size = 500;
   int threads = 0;
+  // When set: also write the evaluated images (normalised "inputs" F32 and
+  // raw "pixels" U8, N x C x H x W), "labels" (I64) and eval-mode "logits"
+  // (F32, N x classes) to this safetensors file, in data set order, with the
+  // normalisation (mean, std) and model_config in its metadata. Lets other
+  // runtimes (e.g. an ONNX export) be compared with psap-train's own logits.
+  std::filesystem::path dump;
 };
 int run_eval(const eval_options& opt);
 

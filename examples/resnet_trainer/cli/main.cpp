@@ -238,6 +238,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval->add_option("--batch-size,-b", eo.batch_size, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   eval->add_option("--threads,-j", eo.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  eval->add_option("--dump-logits", eo.dump,
+                   "also write the evaluated images (normalised inputs and raw pixels), labels and eval-mode logits "
+                   "to this safetensors file");
 
   // ---------------------------------------------------------------- inspect
   CLI::App* inspect = app.add_subcommand(

@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""Comparison harness: PSAP and the baselines under one protocol.
+
+Runs `psap-train prune` for every method x budget x seed on the same network,
+data, seeds, epochs and FLOPs budget (../shared/ALGORITHMS.md, "Protocol"),
+plus the unpruned network trained in the same loop, then writes a section of
+docs/results.md (mean +- std over seeds) and PNG plots.
+
+Resumable: a run whose result.json exists is kept and skipped; a run killed
+half-way is continued with `psap-train prune --resume`. Re-running the same
+command after an interruption finishes the sweep.
+
+  scripts/compare.py --protocol quick                 # < 90 min on 2 cores
+  scripts/compare.py --protocol full                  # ResNet-20, Fashion-MNIST, 3 seeds
+  scripts/compare.py --protocol ablation              # PSAP's open choices
+  scripts/compare.py --protocol cifar --data-dir DIR  # ResNet-56 on CIFAR-10
+  scripts/compare.py --protocol quick --report-only   # tables and plots from finished runs
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every method is a psap-train prune option list; the unpruned reference is the
+# same training loop with a zero budget (nothing is ever pruned).
+METHODS = {
+    "unpruned": ["--preset", "static_gate", "--budget-override", "0"],
+    "psap": ["--preset", "psap"],
+    "static_gate": ["--preset", "static_gate"],
+    "sfp": ["--preset", "sfp"],
+    "asfp": ["--preset", "asfp"],
+    "fpgm": ["--preset", "fpgm"],
+    "l1": ["--preset", "l1"],
+    "slimming": ["--preset", "slimming"],
+    "taylor": ["--preset", "taylor"],
+    "agp": ["--preset", "agp"],
+    "random": ["--preset", "random"],
+    # PSAP ablations (ALGORITHMS.md: the open choices)
+    "psap-element": ["--preset", "psap", "--set", "schedule.sparsity=element"],
+    "psap-proportional": ["--preset", "psap", "--set", "schedule.allocation=proportional"],
+    "psap-noprotect": ["--preset", "psap", "--set", "protect.protect=false"],
+    "psap-norestore": ["--preset", "psap", "--set", "protect.restore=false"],
+    "psap-nopulse": ["--preset", "psap", "--set", "protect.protect=false", "--set", "protect.restore=false"],
+    "psap-constant": ["--preset", "psap", "--set", "schedule.ramp=constant"],
+}
+BASELINES = ["static_gate", "sfp", "asfp", "fpgm", "l1", "slimming", "taylor", "random"]
+DESCRIPTION = {
+    "unpruned": "no pruning, same loop (budget 0)",
+    "psap": "PSAP (defaults)",
+    "static_gate": "control: static BN gate, ramped uniform budget",
+    "sfp": "SFP", "asfp": "ASFP", "fpgm": "FPGM", "l1": "L1 (PFEC), hard",
+    "slimming": "Network Slimming", "taylor": "Taylor-FO-BN", "agp": "AGP", "random": "random channels",
+    "psap-element": "PSAP, element-level sparsity",
+    "psap-proportional": "PSAP, proportional allocation",
+    "psap-noprotect": "PSAP, no protection of active channels",
+    "psap-norestore": "PSAP, no restores",
+    "psap-nopulse": "PSAP, neither protection nor restores",
+    "psap-constant": "PSAP, constant budget (no ramp)",
+}
+
+PROTOCOLS = {
+    # Sized for < 90 minutes on 2 cores: a fixed 4000-image subset, 2 seeds.
+    "quick": dict(model="resnet20", data=["fashion-mnist"], epochs=6, train_subset=4000, test_subset=2000,
+                  budgets=[0.5, 0.7], seeds=[1, 2], methods=["unpruned", "psap"] + BASELINES, jobs=2, threads=1),
+    # ALGORITHMS.md's default setting: ResNet-20 on Fashion-MNIST from scratch.
+    "full": dict(model="resnet20", data=["fashion-mnist"], epochs=15, train_subset=0, test_subset=0,
+                 budgets=[0.5, 0.7], seeds=[1, 2, 3], methods=["unpruned", "psap"] + BASELINES, jobs=2, threads=1),
+    "ablation": dict(model="resnet20", data=["fashion-mnist"], epochs=6, train_subset=4000, test_subset=2000,
+                     budgets=[0.7], seeds=[1, 2],
+                     methods=["psap", "static_gate", "psap-element", "psap-proportional", "psap-noprotect",
+                              "psap-norestore", "psap-nopulse", "psap-constant"], jobs=2, threads=1,
+                     runs="compare-quick"),  # shares psap and static_gate runs with the quick protocol
+    # The same command for ResNet-56 on CIFAR-10 (data supplied with --data-dir);
+    # epochs default to the sfp-cifar recipe's.
+    "cifar": dict(model="resnet56", data=["cifar10"], epochs=0, train_subset=0, test_subset=0,
+                  budgets=[0.5, 0.7], seeds=[1, 2, 3], methods=["unpruned", "psap"] + BASELINES, jobs=1, threads=2),
+}
+
+
+def find_psap_train(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    for c in ["build/gcc/examples/resnet_trainer/cli/psap-train", "build/release/examples/resnet_trainer/cli/psap-train"]:
+        if (ROOT / c).exists():
+            return ROOT / c
+    found = shutil.which("psap-train")
+    if found:
+        return Path(found)
+    sys.exit("compare.py: psap-train not found; build it (cmake --build build/gcc) or pass --psap-train PATH")
+
+
+def run_name(method: str, budget: float, seed: int) -> str:
+    return f"{method}-s{seed}" if method == "unpruned" else f"{method}-b{int(round(budget * 100))}-s{seed}"
+
+
+def command(a, method: str, budget: float, seed: int, out: Path) -> list[str]:
+    if (out / "result.json").exists():
+        return []
+    if (out / "last.safetensors").exists():
+        return [str(a.psap_train), "prune", "--output", str(out), "--resume", "--progress", "none"]
+    opts = list(METHODS[method])
+    if "--budget-override" in opts:
+        i = opts.index("--budget-override")
+        budget = float(opts[i + 1])
+        del opts[i:i + 2]
+    cmd = [str(a.psap_train), "prune", *opts, "--budget", repr(budget), "--seed", str(seed),
+           "--model", a.model, "--data", *a.data, "--threads", str(a.threads),
+           "--output", str(out), "--progress", "none"]
+    if a.epochs:
+        cmd += ["--epochs", str(a.epochs)]
+    if a.train_subset:
+        cmd += ["--train-subset", str(a.train_subset)]
+    if a.test_subset:
+        cmd += ["--test-subset", str(a.test_subset)]
+    cmd += a.extra
+    return cmd
+
+
+def run_all(a, runs: list[tuple[str, float, int]]) -> None:
+    logs = a.runs_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for m, b, s in runs:
+        out = a.runs_dir / run_name(m, b, s)
+        cmd = command(a, m, b, s, out)
+        if not cmd:
+            print(f"  kept     {out.name}")
+            continue
+        todo.append((out, cmd))
+    print(f"compare: {len(runs) - len(todo)} finished runs kept, {len(todo)} to run, {a.jobs} at a time, "
+          f"{a.threads} thread(s) each")
+    running: list[tuple[subprocess.Popen, Path, float, object]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            out, cmd = todo.pop(0)
+            log = open(logs / f"{out.name}.log", "ab")
+            log.write(("\n$ " + " ".join(cmd) + "\n").encode())
+            log.flush()
+            print(f"  start    {out.name}: {' '.join(cmd)}", flush=True)
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), out, time.time(), log))
+        time.sleep(1.0)
+        for entry in list(running):
+            p, out, t0, log = entry
+            if p.poll() is None:
+                continue
+            running.remove(entry)
+            log.close()
+            if p.returncode == 0 and (out / "result.json").exists():
+                print(f"  done     {out.name} ({time.time() - t0:.0f} s)", flush=True)
+            else:
+                print(f"  FAILED   {out.name} (exit {p.returncode}); log: {logs / (out.name + '.log')}", flush=True)
+                failed.append(out.name)
+    if failed:
+        print(f"compare: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the command to retry them")
+
+
+def load(a, method: str, budget: float, seed: int) -> dict | None:
+    p = a.runs_dir / run_name(method, budget, seed) / "result.json"
+    if not p.exists():
+        return None
+    r = json.loads(p.read_text())
+    metrics = p.parent / "metrics.jsonl"
+    r["_metrics"] = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
+    log = p.parent / "pruning_log.jsonl"
+    r["_log"] = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+    return r
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return math.nan, math.nan
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def fmt_pct(ms: tuple[float, float], digits: int = 2) -> str:
+    m, s = ms
+    if math.isnan(m):
+        return "–"
+    return f"{100 * m:.{digits}f} ± {100 * s:.{digits}f}"
+
+
+def summarise(a, method: str, budget: float) -> dict | None:
+    rs = [r for s in a.seeds if (r := load(a, method, budget, s)) is not None]
+    if not rs:
+        return None
+    acc = lambda k: [r["accuracy"].get(k) for r in rs]
+    steps = lambda r: [st for st in r.get("steps", []) if st.get("step", 0) > 0]
+    return dict(
+        n=len(rs), runs=rs,
+        before=mean_std(acc("before_last_step")), after=mean_std(acc("after_last_step")),
+        recal=mean_std(acc("after_recalibration")), final=mean_std(acc("final")),
+        compact=mean_std(acc("compact")),
+        macs=mean_std([r["costs"]["reduction"]["macs"] for r in rs]),
+        params=mean_std([r["costs"]["reduction"]["params"] for r in rs]),
+        churn=mean_std([statistics.fmean([st["churn"] for st in steps(r)]) if steps(r) else 0.0 for r in rs]),
+        restores=mean_std([statistics.fmean([st.get("restored", 0) for st in steps(r)]) if steps(r) else 0.0
+                           for r in rs]),
+        wall=mean_std([r["wall_seconds"] for r in rs]),
+        epochs=rs[0]["epochs_consumed"],
+        met=all(r["budget"]["met"] for r in rs),
+    )
+
+
+def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        print(f"compare: no plots ({e}); install python3-matplotlib")
+        return []
+    outdir = a.plots_dir
+    outdir.mkdir(parents=True, exist_ok=True)
+    made = []
+    # 1. test accuracy vs epoch, mean over seeds, one panel per budget
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4.2), squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        for m in methods:
+            rs = [r for s in a.seeds if (r := load(a, m, b, s)) is not None]
+            curves = [[x["test_acc"] for x in r["_metrics"] if x.get("phase", "prune") == "prune"] for r in rs]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            y = [100 * statistics.fmean(c[i] for c in curves) for i in range(n)]
+            style = dict(lw=2.2, color="black") if m == "psap" else dict(lw=1.0, ls="--" if m == "unpruned" else "-")
+            ax.plot(range(1, n + 1), y, label=m, **style)
+        ax.set_title(f"budget {int(b * 100)}% FLOPs")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{a.model}, {a.data[0]}: test accuracy per epoch (mean of {len(a.seeds)} seeds)")
+    fig.tight_layout()
+    p = outdir / f"{tag}-accuracy-vs-epoch.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    made.append(p)
+    # 2. PSAP's per-group ratios across pruning steps (first seed, each budget)
+    for b in budgets:
+        r = load(a, "psap", b, a.seeds[0]) if "psap" in methods else None
+        if not r or not r["_log"]:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        groups = [g["group"] for g in r["_log"][0]["groups"]]
+        for gi, g in enumerate(groups):
+            xs = [st["step"] for st in r["_log"]]
+            ys = [st["groups"][gi]["pruned"] / st["groups"][gi]["size"] for st in r["_log"]]
+            ax.plot(xs, ys, marker=".", lw=1, label=g)
+        ax.set_xlabel("pruning step")
+        ax.set_ylabel("fraction of the group's channels pruned")
+        ax.set_title(f"PSAP per-group ratios, budget {int(b * 100)}% FLOPs, seed {a.seeds[0]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=3)
+        fig.tight_layout()
+        p = outdir / f"{tag}-psap-ratios-b{int(b * 100)}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    # 3. final accuracy vs achieved FLOPs reduction, every method
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    for m in methods:
+        pts = [(s["macs"][0], s["final"][0], s["final"][1]) for b in budgets if (s := summarise(a, m, b))]
+        if not pts:
+            continue
+        style = dict(color="black", marker="*", ms=12) if m == "psap" else dict(marker="o")
+        ax.errorbar([100 * x for x, _, _ in pts], [100 * y for _, y, _ in pts], yerr=[100 * e for _, _, e in pts],
+                    capsize=3, lw=1, label=m, **style)
+    ax.set_xlabel("FLOPs (MACs) removed, psap's counter (%)")
+    ax.set_ylabel("final test accuracy (%), mean ± std")
+    ax.set_title(f"{a.model}, {a.data[0]}: accuracy vs FLOPs reduction")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    p = outdir / f"{tag}-accuracy-vs-flops.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    made.append(p)
+    return [str(x) for x in made]
+
+
+def report(a, tag: str, argv: list[str]) -> str:
+    methods = [m for m in a.methods]
+    unpruned = summarise(a, "unpruned", 0.0) if "unpruned" in methods else None
+    lines = []
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    lines += [
+        f"Command: `{' '.join(['scripts/compare.py'] + argv)}` — {when}, commit {commit}, {cpu}, "
+        f"{os.cpu_count()} CPUs, {a.jobs} run(s) at a time with {a.threads} thread(s) each.",
+        "",
+        f"Setting: {a.model} on {' '.join(a.data)}, from scratch, {a.epochs or 'recipe'} epochs "
+        f"(training images: {a.train_subset or 'all'}, test images: {a.test_subset or 'all'}), "
+        f"seeds {', '.join(map(str, a.seeds))}. Accuracies are test accuracy in percent, mean ± std over seeds: "
+        "*before* the last pruning step, *after* it, after batch-norm *recal*ibration (16 batches, masks fixed) "
+        "and of the *compact* network. Reductions are psap's MAC and parameter counter. Churn: channels whose "
+        "mask changed per step; restores per step; wall: seconds per run.",
+        "",
+    ]
+    if unpruned:
+        lines += [f"Unpruned, same loop: **{fmt_pct(unpruned['final'])}** ({unpruned['n']} seeds, "
+                  f"{unpruned['wall'][0]:.0f} s per run).", ""]
+    verdicts = []
+    for b in a.budgets:
+        rows = [(m, s) for m in methods if m != "unpruned" and (s := summarise(a, m, b))]
+        if not rows:
+            continue
+        lines += [f"#### Budget {int(b * 100)}% of FLOPs", "",
+                  "| method | n | before last step | after last step | after recal | compact | drop vs unpruned | "
+                  "FLOPs ↓ | params ↓ | churn/step | restores/step | wall s | epochs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m, s in sorted(rows, key=lambda ms: -ms[1]["final"][0]):
+            drop = (f"{100 * (unpruned['final'][0] - s['final'][0]):+.2f}".replace("+", "")
+                    if unpruned else "–")
+            name = f"**{m}**" if m == "psap" else m
+            lines.append(f"| {name} | {s['n']} | {fmt_pct(s['before'])} | {fmt_pct(s['after'])} | {fmt_pct(s['recal'])} | "
+                         f"{fmt_pct(s['compact'])} | {drop} | {100 * s['macs'][0]:.1f} | {100 * s['params'][0]:.1f} | "
+                         f"{s['churn'][0]:.1f} | {s['restores'][0]:.2f} | {s['wall'][0]:.0f} | {s['epochs']} |"
+                         + ("" if s["met"] else " (budget not met)"))
+        lines.append("")
+        d = dict(rows)
+        if "psap" in d:
+            base = [(m, d[m]) for m in BASELINES if m in d and m != "static_gate"]
+            ctrl = d.get("static_gate")
+            if base:
+                best_m, best = max(base, key=lambda ms: ms[1]["final"][0])
+                ok = d["psap"]["final"][0] >= best["final"][0]
+                verdicts.append(f"* {int(b * 100)}%: PSAP {fmt_pct(d['psap']['final'])} vs the best baseline, "
+                                f"{best_m}, {fmt_pct(best['final'])}: goal {'**met**' if ok else '**not met**'}.")
+            if ctrl:
+                verdicts.append(f"* {int(b * 100)}%: PSAP vs the static-gate control {fmt_pct(ctrl['final'])}: "
+                                f"{'above' if d['psap']['final'][0] >= ctrl['final'][0] else 'below'}.")
+            if unpruned and abs(b - 0.7) < 1e-9 and "sfp" in d:
+                dp = unpruned["final"][0] - d["psap"]["final"][0]
+                ds = unpruned["final"][0] - d["sfp"]["final"][0]
+                verdicts.append(f"* 70%: PSAP's drop {100 * dp:.2f} points, SFP's {100 * ds:.2f}: "
+                                f"goal (≤ half of SFP's) {'**met**' if dp <= 0.5 * ds else '**not met**'}.")
+            pv = [(m, s) for m, s in rows if m.startswith("psap")]
+            if len(pv) > 1:
+                bm, bs = max(pv, key=lambda ms: ms[1]["final"][0])
+                verdicts.append(f"* {int(b * 100)}%: the best PSAP variant is {bm} ({DESCRIPTION.get(bm, bm)}), "
+                                f"{fmt_pct(bs['final'])}.")
+    if verdicts:
+        lines += ["Against the goals (computed from the table):", ""] + verdicts + [""]
+    for p in plots(a, a.budgets, methods, tag):
+        rel = os.path.relpath(p, a.report.parent)
+        lines += [f"![{Path(p).stem}]({rel})", ""]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, tag: str, body: str) -> None:
+    """Replaces the text between this protocol's markers (or appends it); atomic."""
+    begin, end = f"<!-- compare:{tag}:begin -->", f"<!-- compare:{tag}:end -->"
+    text = path.read_text() if path.exists() else "# Results\n\n"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        i, j = text.index(begin), text.index(end) + len(end)
+        text = text[:i] + block + text[j:]
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="quick")
+    ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="default: the protocol's")
+    ap.add_argument("--budgets", nargs="+", type=float)
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--train-subset", type=int)
+    ap.add_argument("--test-subset", type=int)
+    ap.add_argument("--model")
+    ap.add_argument("--data-dir", help="directory of the data set (cifar: the cifar-10-batches-bin folder)")
+    ap.add_argument("--jobs", type=int, help="runs at a time")
+    ap.add_argument("--threads", type=int, help="threads per run")
+    ap.add_argument("--runs-dir", type=Path, help="default runs/compare-<protocol>")
+    ap.add_argument("--report", type=Path, default=ROOT / "docs/results.md")
+    ap.add_argument("--plots-dir", type=Path, default=ROOT / "docs/results")
+    ap.add_argument("--psap-train")
+    ap.add_argument("--report-only", action="store_true", help="no runs: tables and plots from finished runs")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("extra", nargs="*", help="after --: more psap-train prune options for every run")
+    argv = sys.argv[1:]
+    a = ap.parse_args()
+    p = PROTOCOLS[a.protocol]
+    for k in ["methods", "budgets", "seeds", "epochs", "train_subset", "test_subset", "model", "jobs", "threads"]:
+        if getattr(a, k) is None:
+            setattr(a, k, p[k])
+    a.data = list(p["data"]) + ([a.data_dir] if a.data_dir else [])
+    if a.protocol == "cifar" and not a.data_dir:
+        ap.error("--protocol cifar needs --data-dir (the folder with data_batch_1.bin .. test_batch.bin)")
+    if any(not 0 <= b < 1 for b in a.budgets):
+        ap.error("budgets must be fractions in [0, 1)")
+    a.runs_dir = (a.runs_dir or ROOT / "runs" / p.get("runs", f"compare-{a.protocol}")).resolve()
+    a.psap_train = find_psap_train(a.psap_train).resolve()
+    if not a.report_only and not a.dry_run:
+        # A private copy: rebuilding the tree during a long sweep must not
+        # change the binary half-way through it.
+        (a.runs_dir / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(a.psap_train, a.runs_dir / "bin" / "psap-train")
+        a.psap_train = a.runs_dir / "bin" / "psap-train"
+    runs = []
+    for s in a.seeds:  # seed-major: an interrupted sweep still has whole seeds
+        for b in a.budgets:
+            for m in a.methods:
+                if m == "unpruned":
+                    if b == a.budgets[0]:
+                        runs.append((m, 0.0, s))
+                else:
+                    runs.append((m, b, s))
+    if a.dry_run:
+        for m, b, s in runs:
+            cmd = command(a, m, b, s, a.runs_dir / run_name(m, b, s))
+            print(" ".join(cmd) if cmd else f"# kept {run_name(m, b, s)}")
+        return
+    if not a.report_only:
+        t0 = time.time()
+        run_all(a, runs)
+        print(f"compare: sweep took {time.time() - t0:.0f} s")
+    write_section(a.report, a.protocol, report(a, a.protocol, argv))
+    print(f"compare: wrote the '{a.protocol}' section of {a.report} and plots under {a.plots_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,10 @@ import os
 import struct
 import sys
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError as _e:  # a clear message instead of a traceback
+    sys.exit("export_onnx.py: numpy is needed (Debian: apt install python3-numpy python3-onnx): %s" % _e)
 
 BN_EPS = 1e-5  # nn/batch_norm.hpp: PyTorch's BatchNorm2d default, not stored in checkpoints
 VGG_POOL_AFTER = [False, True, False, True, False, False, True, False, False, True, False, False, True]

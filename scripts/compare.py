@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Comparison harness: PSAP and the baselines under one protocol.
 
 Runs `psap-train prune` for every method x budget x seed on the same network,

@@ -301,7 +301,9 @@ def report(a, tag: str, argv: list[str]) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     lines += [
-        f"Command: `{' '.join(['scripts/compare.py'] + argv)}` — {when}, commit {commit}, {cpu}, "
+        f"Command: `{' '.join(['scripts/compare.py'] + [x for x in argv if x != '--report-only'])}`"
+        + (" (tables and plots redrawn from its finished runs with `--report-only`)" if a.report_only else "")
+        + f" — {when}, commit {commit}, {cpu}, "
         f"{os.cpu_count()} CPUs, {a.jobs} run(s) at a time with {a.threads} thread(s) each.",
         "",
         f"Setting: {a.model} on {' '.join(a.data)}, from scratch, {a.epochs or 'recipe'} epochs "
@@ -417,8 +419,12 @@ def main() -> None:
     if not a.report_only and not a.dry_run:
         # A private copy: rebuilding the tree during a long sweep must not
         # change the binary half-way through it.
+        # Copied to a temporary name and renamed: runs still using the old
+        # copy keep it.
         (a.runs_dir / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(a.psap_train, a.runs_dir / "bin" / "psap-train")
+        tmp = a.runs_dir / "bin" / f".psap-train.{os.getpid()}"
+        shutil.copy2(a.psap_train, tmp)
+        os.replace(tmp, a.runs_dir / "bin" / "psap-train")
         a.psap_train = a.runs_dir / "bin" / "psap-train"
     runs = []
     for s in a.seeds:  # seed-major: an interrupted sweep still has whole seeds

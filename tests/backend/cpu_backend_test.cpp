@@ -286,6 +286,13 @@ void check_writes(std::mt19937_64& g) {
 }  // namespace
 
 TEST_CASE("cpu_backend batches: bitwise equal to psap::reduce and to one view at a time, for 1..4 threads") {
+#if defined(PSAP_CPU_SIMD) && defined(__AVX512F__)
+    MESSAGE("reduction path under test: AVX-512");
+#elif defined(PSAP_CPU_SIMD)
+    MESSAGE("reduction path under test: AVX");
+#else
+    MESSAGE("reduction path under test: scalar");
+#endif
     std::mt19937_64 g(psap_test::seed());
     for (idx min_work : {idx{0}, cpu_threading{}.min_parallel_work})
         for (int threads = 1; threads <= 4; ++threads) {

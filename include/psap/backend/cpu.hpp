@@ -26,6 +26,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__AVX__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 /// PSAP_OMP(clauses) expands to `#pragma omp clauses` when the translation
 /// unit is compiled with OpenMP and to nothing otherwise, so a build without
@@ -145,85 +148,105 @@ inline void binary_rows(const T* x, index xs, const U* y, index ys, index n, Op 
     for (int r = 0; r < R; ++r) out[r] = reduce::combine(acc[r]);
 }
 
-#if defined(__GNUC__) && defined(__AVX__)
-// GCC and Clang vector types (only with AVX: without it GCC warns, -Wpsabi,
-// that 32-byte vectors change the calling convention; the scalar loop below
-// gives the same sums): float rows are widened 4 values at a time; lane
-// l of the canonical order is element l of acc[r][l / 4]. Each value added is
-// exact in double (a float, its absolute value, a product of two floats, a
-// float difference squared), so the adds round exactly as psap::reduce's.
+#if defined(__AVX__) && (defined(__x86_64__) || defined(__i386__))
+// x86 vector form of the canonical order, written with intrinsics: GCC
+// lowers a generic float4 -> double4 conversion to two 128-bit converts and
+// an insert, which made the norm pass 2.4x slower per byte than a read pass.
+// Eight float values are widened at a time; lane l of the canonical order is
+// element l of the 8-double accumulator (one AVX-512 register, or two AVX
+// ones). Every value added is exact in double (a float, its absolute value, a
+// product of two floats, a float difference squared), so fused and unfused
+// multiply-adds give psap::reduce's sums bit for bit.
 #define PSAP_CPU_SIMD 1
-typedef double simd_d4 __attribute__((vector_size(32)));
-typedef float simd_f4 __attribute__((vector_size(16)));
-
-inline simd_d4 widen(simd_f4 x) { return __builtin_convertvector(x, simd_d4); }
-inline simd_f4 load4(const float* p) {
-    simd_f4 v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
+namespace simd {
+#if defined(__AVX512F__)
+struct d8 {
+    __m512d v;
+};
+inline d8 zero() { return {_mm512_setzero_pd()}; }
+// The zero-masked convert: GCC 12's plain _mm512_cvtps_pd trips
+// -Wmaybe-uninitialized on its undefined pass-through operand.
+inline __m512d widen8(__m256 x) { return _mm512_maskz_cvtps_pd(__mmask8(0xff), x); }
+inline d8 widen(const float* p) { return {widen8(_mm256_loadu_ps(p))}; }
+inline d8 widen_difference(const float* p, const float* q) { return {widen8(_mm256_sub_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(q)))}; }
+inline d8 multiply_add(d8 a, d8 b, d8 acc) { return {_mm512_fmadd_pd(a.v, b.v, acc.v)}; }
+inline d8 add_absolute(d8 acc, d8 a) { return {_mm512_add_pd(acc.v, _mm512_abs_pd(a.v))}; }
+inline void store(double* out, d8 a) { _mm512_storeu_pd(out, a.v); }
+#else
+struct d8 {
+    __m256d lo, hi;
+};
+inline d8 zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+inline d8 widen(const float* p) { return {_mm256_cvtps_pd(_mm_loadu_ps(p)), _mm256_cvtps_pd(_mm_loadu_ps(p + 4))}; }
+inline d8 widen_difference(const float* p, const float* q) {
+    return {_mm256_cvtps_pd(_mm_sub_ps(_mm_loadu_ps(p), _mm_loadu_ps(q))),
+            _mm256_cvtps_pd(_mm_sub_ps(_mm_loadu_ps(p + 4), _mm_loadu_ps(q + 4)))};
 }
+inline __m256d multiply_add(__m256d a, __m256d b, __m256d acc) {
+#if defined(__FMA__)
+    return _mm256_fmadd_pd(a, b, acc);
+#else
+    return _mm256_add_pd(_mm256_mul_pd(a, b), acc);
+#endif
+}
+inline d8 multiply_add(d8 a, d8 b, d8 acc) { return {multiply_add(a.lo, b.lo, acc.lo), multiply_add(a.hi, b.hi, acc.hi)}; }
+inline d8 add_absolute(d8 acc, d8 a) {
+    const __m256d mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
+    return {_mm256_add_pd(acc.lo, _mm256_and_pd(a.lo, mask)), _mm256_add_pd(acc.hi, _mm256_and_pd(a.hi, mask))};
+}
+inline void store(double* out, d8 a) {
+    _mm256_storeu_pd(out, a.lo);
+    _mm256_storeu_pd(out + 4, a.hi);
+}
+#endif
+}  // namespace simd
 
-/// The vector form of each canonical op (absent: the scalar loop serves it).
+/// The vector form of each canonical op (absent: the scalar loop serves it):
+/// acc + op(x[0..8), y[0..8)) per lane.
 template <class Op>
 struct simd_op;
 template <>
 struct simd_op<reduce::unary_as_binary<reduce::square>> {
-    static constexpr bool unary = true;
-    static simd_d4 apply(simd_f4 x, simd_f4) {
-        const simd_d4 a = widen(x);
-        return a * a;
+    static simd::d8 step(simd::d8 acc, const float* x, const float*) {
+        const simd::d8 a = simd::widen(x);
+        return simd::multiply_add(a, a, acc);
     }
 };
 template <>
 struct simd_op<reduce::unary_as_binary<reduce::absolute>> {
-    static constexpr bool unary = true;
-    static simd_d4 apply(simd_f4 x, simd_f4) {
-        const simd_d4 a = widen(x);
-        return a < 0 ? -a : a;  // as reduce::absolute: -0 stays -0
-    }
+    // |x| clears the sign bit, also of -0; acc starts at +0 and +0 + -0 = +0,
+    // so the sums equal reduce::absolute's (which keeps -0).
+    static simd::d8 step(simd::d8 acc, const float* x, const float*) { return simd::add_absolute(acc, simd::widen(x)); }
 };
 template <>
 struct simd_op<reduce::product> {
-    static constexpr bool unary = false;
-    static simd_d4 apply(simd_f4 x, simd_f4 y) { return widen(x) * widen(y); }
+    static simd::d8 step(simd::d8 acc, const float* x, const float* y) {
+        return simd::multiply_add(simd::widen(x), simd::widen(y), acc);
+    }
 };
 template <>
 struct simd_op<reduce::squared_difference> {
-    static constexpr bool unary = false;
-    static simd_d4 apply(simd_f4 x, simd_f4 y) {
-        const simd_d4 d = widen(x - y);  // double(float(a) - float(b))
-        return d * d;
+    static simd::d8 step(simd::d8 acc, const float* x, const float* y) {
+        const simd::d8 d = simd::widen_difference(x, y);  // double(float(a) - float(b))
+        return simd::multiply_add(d, d, acc);
     }
 };
 template <class T, class U, class Op>
 inline constexpr bool has_simd = std::same_as<std::remove_const_t<T>, float> && std::same_as<std::remove_const_t<U>, float> &&
-                                 requires { simd_op<Op>::apply; };
+                                 requires { simd_op<Op>::step; };
 
 /// binary_rows for float rows with a vector form of op: the same sums.
 template <int R, class Op>
 inline void simd_rows(const float* x, index xs, const float* y, index ys, index n, Op op, double* out) {
-    using V = simd_op<Op>;
-    simd_d4 acc[R][2] = {};
+    simd::d8 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = simd::zero();
     index j = 0;
-    for (; j + lanes <= n; j += lanes) {
-        for (int r = 0; r < R; ++r) {
-            const float* px = x + r * xs + j;
-            const simd_f4 x0 = load4(px), x1 = load4(px + 4);
-            if constexpr (V::unary) {
-                acc[r][0] += V::apply(x0, x0);
-                acc[r][1] += V::apply(x1, x1);
-            } else {
-                const float* py = y + r * ys + j;
-                acc[r][0] += V::apply(x0, load4(py));
-                acc[r][1] += V::apply(x1, load4(py + 4));
-            }
-        }
-    }
+    for (; j + lanes <= n; j += lanes)
+        for (int r = 0; r < R; ++r) acc[r] = simd_op<Op>::step(acc[r], x + r * xs + j, y + r * ys + j);
     const index rest = n - j;
     for (int r = 0; r < R; ++r) {
         double a[lanes];
-        __builtin_memcpy(a, &acc[r][0], sizeof(simd_d4));
-        __builtin_memcpy(a + 4, &acc[r][1], sizeof(simd_d4));
+        simd::store(a, acc[r]);
         for (int l = 0; l < lanes; ++l)
             if (l < rest) a[l] = reduce::add<true>(a[l], double(x[r * xs + j + l]), double(y[r * ys + j + l]), op);
         out[r] = reduce::combine(a);
@@ -246,17 +269,24 @@ inline void rows(const T* x, index xs, const U* y, index ys, index n, Op op, dou
     binary_rows<R>(x, xs, y, ys, n, op, out);
 }
 
+/// `count` rows (row pairs) with contiguous columns, in blocks whose
+/// accumulators interleave: 8 rows at a time on the vector path (8
+/// independent multiply-add chains hide their latency), 4 on the scalar one.
+template <class T, class U, class Op>
+inline void blocked_rows(const T* x, index xs, const U* y, index ys, index count, index n, Op op, double* out) {
+    index i = 0;
+    if constexpr (has_simd<T, U, Op>)
+        for (; i + 8 <= count; i += 8) rows<8>(x + i * xs, xs, y + i * ys, ys, n, op, out + i);
+    for (; i + 4 <= count; i += 4) rows<4>(x + i * xs, xs, y + i * ys, ys, n, op, out + i);
+    for (; i < count; ++i) rows<1>(x + i * xs, 0, y + i * ys, 0, n, op, out + i);
+}
+
 /// Rows [i0, i1) of a row reduction into out[i0 .. i1).
 template <class T, class Op>
 void reduce_rows(matrix_view<T> w, index i0, index i1, Op op, double* out) {
     const reduce::unary_as_binary<Op> u{op};
     if (w.col_stride() == 1) {
-        const index blocks = (i1 - i0) / 4;
-        for (index b = 0; b < blocks; ++b) {
-            const index i = i0 + 4 * b;
-            rows<4>(w.row_data(i), w.row_stride(), w.row_data(i), w.row_stride(), w.cols(), u, out + i);
-        }
-        for (index i = i0 + 4 * blocks; i < i1; ++i) rows<1>(w.row_data(i), 0, w.row_data(i), 0, w.cols(), u, out + i);
+        blocked_rows(w.row_data(i0), w.row_stride(), w.row_data(i0), w.row_stride(), i1 - i0, w.cols(), u, out + i0);
     } else {
         for (index i = i0; i < i1; ++i) out[i] = reduce::unary(w.row_data(i), w.col_stride(), w.cols(), op);
     }
@@ -265,12 +295,7 @@ void reduce_rows(matrix_view<T> w, index i0, index i1, Op op, double* out) {
 template <class T>
 void dot_rows(matrix_view<T> a, matrix_view<T> b, index i0, index i1, double* out) {
     if (a.col_stride() == 1 && b.col_stride() == 1) {
-        const index blocks = (i1 - i0) / 4;
-        for (index k = 0; k < blocks; ++k) {
-            const index i = i0 + 4 * k;
-            rows<4>(a.row_data(i), a.row_stride(), b.row_data(i), b.row_stride(), a.cols(), reduce::product{}, out + i);
-        }
-        for (index i = i0 + 4 * blocks; i < i1; ++i) rows<1>(a.row_data(i), 0, b.row_data(i), 0, a.cols(), reduce::product{}, out + i);
+        blocked_rows(a.row_data(i0), a.row_stride(), b.row_data(i0), b.row_stride(), i1 - i0, a.cols(), reduce::product{}, out + i0);
     } else {
         for (index i = i0; i < i1; ++i)
             out[i] = reduce::binary(a.row_data(i), a.col_stride(), b.row_data(i), b.col_stride(), a.cols(), reduce::product{});
@@ -298,20 +323,20 @@ void distance_row(matrix_view<T> w, index i, double* out) {
 
 /// True when every element of the row is finite: x * 0 is (+-)0 for a finite
 /// x and NaN otherwise; lanes keep it free of one long dependency chain.
-template <class T>
+template <int L = 128, class T>
 bool row_finite(const T* x, index stride, index n) {
     if (stride != 1) {
         for (index j = 0; j < n; ++j)
             if (!std::isfinite(static_cast<double>(x[j * stride]))) return false;
         return true;
     }
-    using V = std::remove_const_t<T>;
-    constexpr int L = 32;
+    using V = std::remove_const_t<T>;  // L: lanes, 128 = 8 vector registers of independent (fused) multiply-add chains
     V acc[L] = {};
     index j = 0;
     for (; j + L <= n; j += L)
         for (int l = 0; l < L; ++l) acc[l] += x[j + l] * V(0);
-    for (; j < n; ++j) acc[0] += x[j] * V(0);
+    // the tail (< L values, all of a short vector) one lane each: no add chain
+    for (index l = 0; l < n - j; ++l) acc[l] += x[j + l] * V(0);
     bool ok = true;
     for (int l = 0; l < L; ++l) ok = ok && acc[l] == V(0);
     return ok;
@@ -496,6 +521,8 @@ struct cpu_backend {
     }
     template <class T>
     static index first_nonfinite(vector_view<T> v) {
+        // BN vectors are short: 16 lanes, so the common all-finite case costs a few vector ops
+        if (cpu_detail::row_finite<16>(v.data(), v.stride(), v.size())) return -1;
         for (index i = 0; i < v.size(); ++i)
             if (!std::isfinite(static_cast<double>(v[i]))) return i;
         return -1;

@@ -77,8 +77,19 @@ public:
         net.validate();
         costs_ = cost_model(net);
         fingerprint_ = net.fingerprint();
+        structure_.clear();
+        visit_structure(net, [&](index v) { structure_.push_back(v); });
         groups_.assign(net.groups().size(), {});
         for (std::size_t g = 0; g < groups_.size(); ++g) groups_[g].pruned.assign(static_cast<std::size_t>(net.groups()[g].size), 0);
+        // Layers whose every filter is a member of some group: their weights
+        // enter the criterion's scores (no channel is claimed twice, so
+        // claimed rows == output channels means all of them).
+        scored_.assign(net.layers().size(), 0);
+        std::vector<index> claimed(net.layers().size(), 0);
+        for (const auto& g : net.groups())
+            for (const auto& m : g.members) claimed[static_cast<std::size_t>(m.layer)] += g.size;
+        for (std::size_t l = 0; l < scored_.size(); ++l)
+            scored_[l] = net.layers()[l].has_weight() && claimed[l] == net.layers()[l].weight.rows();
         snapshots_.bind(net);
         if constexpr (requires { schedule_.bind(net); }) schedule_.bind(net);
         if constexpr (requires { criterion_.bind(net); }) criterion_.bind(net);
@@ -108,25 +119,33 @@ public:
     /// select and apply. Returns what was decided.
     const step_log& step(const Net& net, double epoch) {
         ensure_bound(net);
-        if (net.fingerprint() != fingerprint_)
+        if (!same_structure(net))
             detail::fail("psap::pruner::step: the network's structure changed since the pruner was bound; call bind() again");
         if (!std::isfinite(epoch) || epoch < 0) detail::fail("psap::pruner::step: epoch ", epoch, " must be finite and >= 0");
-        if (options_.check_finite) check_weights(net);
-        if (reduce_) {
-            if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
-            if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
-        }
-
         step_info info;
         info.step = steps_;
         info.epoch = epoch;
         info.progress = std::clamp(epoch / options_.total_epochs, 0.0, 1.0);
         info.final_phase = options_.final_phase > 0 && info.progress > 1.0 - options_.final_phase + 1e-12;
+        const bool frozen = info.final_phase;
+        // A criterion whose scores reveal non-finite weights stands in for the
+        // scan of the layers it scores (check_scores rescans on a bad score).
+        if (options_.check_finite) check_weights(net, reveals_nonfinite_weights<Criterion> && !frozen);
+        if (reduce_) {
+            if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
+            if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
+        }
 
         const std::size_t n = groups_.size();
-        std::vector<std::vector<index>> restored(n), shielded(n);
-        std::vector<std::vector<double>> scores(n);
-        for (std::size_t g = 0; g < n; ++g) scores[g].assign(groups_[g].pruned.size(), 0.0);
+        // Per-step lists live in members and keep their capacity across steps.
+        auto& restored = scratch_.restored;
+        auto& shielded = scratch_.shielded;
+        auto& scores = scratch_.scores;
+        restored.resize(n), shielded.resize(n), scores.resize(n);
+        for (std::size_t g = 0; g < n; ++g) {
+            restored[g].clear(), shielded[g].clear();
+            scores[g].assign(groups_[g].pruned.size(), 0.0);
+        }
         step_context ctx{costs_, options_.target, info, groups_, options_.keep_multiple};
         step_log entry;
         entry.step = info.step;
@@ -136,7 +155,6 @@ public:
         std::vector<group_update> updates(n);
         schedule_plan plan;
         plan.resize(n);
-        const bool frozen = info.final_phase;
         if (frozen) {
             for (std::size_t g = 0; g < n; ++g) {
                 updates[g].pruned = detail::pruned_list(groups_[g]);
@@ -293,12 +311,44 @@ private:
         if (!bound_) bind(net);
     }
 
+    /// f(v) for every integer of the network's structure (geometry, groups,
+    /// members, consumers) in a fixed order: what every per-group state the
+    /// pruner holds is sized by. Comparing these each step costs a fraction
+    /// of hashing the whole description (names included) into fingerprint().
+    template <class F>
+    static void visit_structure(const Net& net, F&& f) {
+        f(static_cast<index>(net.layers().size()));
+        for (const auto& l : net.layers()) {
+            f(l.out_channels), f(l.in_channels), f(l.kernel_area), f(l.out_positions);
+            f(l.bias.empty() ? 0 : 1), f(l.bn ? 1 : 0);
+        }
+        f(static_cast<index>(net.groups().size()));
+        for (const auto& g : net.groups()) {
+            f(g.size), f(static_cast<index>(g.members.size())), f(static_cast<index>(g.consumers.size()));
+            for (const auto& m : g.members) f(m.layer), f(m.offset);
+            for (const auto& c : g.consumers) f(c.layer), f(c.offset);
+        }
+    }
+    bool same_structure(const Net& net) const {
+        std::size_t i = 0;
+        bool same = true;
+        visit_structure(net, [&](index v) {
+            same = same && i < structure_.size() && structure_[i] == v;
+            ++i;
+        });
+        return same && i == structure_.size();
+    }
+
     /// Lowest scores first (ties by index) among channels neither shielded nor restored.
     void select(const Net& net, std::size_t g, index q, const std::vector<double>& score, const std::vector<index>& restored,
                 const std::vector<index>& shielded, group_update& u, step_log& entry) const {
         const auto& st = groups_[g];
         const auto size = static_cast<std::size_t>(st.size());
-        std::vector<std::uint8_t> excluded(size, 0), shield(size, 0);
+        auto& excluded = scratch_.excluded;
+        auto& shield = scratch_.shield;
+        auto& now = scratch_.now;
+        auto& is_restored = scratch_.is_restored;
+        excluded.assign(size, 0), shield.assign(size, 0), now.assign(size, 0), is_restored.assign(size, 0);
         for (index c : restored) excluded[static_cast<std::size_t>(c)] = 1;
         for (index c : shielded) {
             if (c < 0 || static_cast<std::size_t>(c) >= size || st.pruned[static_cast<std::size_t>(c)] || excluded[static_cast<std::size_t>(c)])
@@ -306,29 +356,32 @@ private:
                              "', which is not an active channel");
             shield[static_cast<std::size_t>(c)] = 1;
         }
-        auto order = [&](bool honour_shield) {
-            std::vector<index> cand;
+        // The candidates with the q lowest (score, index) first, in any order:
+        // a strict total order, so the set is the one a stable sort would give.
+        auto order = [&](bool honour_shield, std::vector<index>& cand) {
+            cand.clear();
             for (std::size_t c = 0; c < size; ++c)
                 if (!excluded[c] && !(honour_shield && shield[c])) cand.push_back(static_cast<index>(c));
-            std::stable_sort(cand.begin(), cand.end(), [&](index a, index b) {
-                return score[static_cast<std::size_t>(a)] < score[static_cast<std::size_t>(b)];
-            });
-            return cand;
+            if (q > 0 && q < static_cast<index>(cand.size()))
+                std::nth_element(cand.begin(), cand.begin() + (q - 1), cand.end(), [&](index a, index b) {
+                    const double sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
+                    return sa < sb || (!(sb < sa) && a < b);
+                });
         };
-        auto cand = order(true);
+        auto& cand = scratch_.cand;
+        order(true, cand);
         if (static_cast<index>(cand.size()) < q)
             detail::fail("psap::pruner: group '", net.groups()[g].name, "' has ", cand.size(), " candidates for ", q,
                          " pruned channels; the protector shielded too many (restored + shielded must be <= size - q)");
-        std::vector<std::uint8_t> now(size, 0);
         for (index k = 0; k < q; ++k) now[static_cast<std::size_t>(cand[static_cast<std::size_t>(k)])] = 1;
         if (!shielded.empty()) {
-            auto unshielded = order(false);
+            auto& unshielded = scratch_.unshielded;
+            order(false, unshielded);
             index eff = 0;
             for (index k = 0; k < q; ++k) eff += shield[static_cast<std::size_t>(unshielded[static_cast<std::size_t>(k)])];
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
         }
-        std::vector<std::uint8_t> is_restored(size, 0);
         for (index c : restored) is_restored[static_cast<std::size_t>(c)] = 1;
         for (std::size_t c = 0; c < size; ++c) {
             const auto ci = static_cast<index>(c);
@@ -374,29 +427,36 @@ private:
     void check_scores(const Net& net, const std::vector<std::vector<double>>& scores) const {
         for (std::size_t g = 0; g < scores.size(); ++g)
             for (std::size_t c = 0; c < scores[g].size(); ++c)
-                if (!std::isfinite(scores[g][c]))
+                if (!std::isfinite(scores[g][c])) {
+                    // a non-finite weight is the likely cause: name its layer and filter
+                    if (options_.check_finite) check_weights(net, false);
                     detail::fail("psap::pruner: the criterion scored channel ", c, " of group '", net.groups()[g].name, "' as ",
                                  scores[g][c], "; check the weights and gradients of the group's layers for NaN/Inf");
+                }
     }
 
     /// Every layer's weights and BN gamma/beta, scanned in one batched call
-    /// each; the first bad layer in layer order is reported.
-    void check_weights(const Net& net) const {
+    /// each; the first bad layer in layer order is reported. skip_scored:
+    /// leave out the weights of layers whose filters are all scored.
+    void check_weights(const Net& net, bool skip_scored) const {
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
         std::vector<W> ws;
         std::vector<V> vs;
-        for (const auto& l : net.layers()) {
-            if (l.has_weight()) ws.push_back(l.weight);
+        const auto checked = [&](std::size_t i) { return net.layers()[i].has_weight() && !(skip_scored && scored_[i]); };
+        for (std::size_t i = 0; i < net.layers().size(); ++i) {
+            const auto& l = net.layers()[i];
+            if (checked(i)) ws.push_back(l.weight);
             if (l.bn) vs.insert(vs.end(), {l.bn->gamma, l.bn->beta});
         }
         std::vector<index> wr(ws.size()), vr(vs.size());
         B::first_nonfinite_rows(std::span<const W>(ws), std::span<index>(wr));
         B::first_nonfinite_batch(std::span<const V>(vs), std::span<index>(vr));
         std::size_t w = 0, v = 0;
-        for (const auto& l : net.layers()) {
-            if (l.has_weight()) {
+        for (std::size_t i = 0; i < net.layers().size(); ++i) {
+            const auto& l = net.layers()[i];
+            if (checked(i)) {
                 const index r = wr[w++];
                 if (r >= 0)
                     detail::fail("psap: layer '", l.name, "' has a NaN or Inf weight in filter ", r,
@@ -511,6 +571,16 @@ private:
     Reconstruct reconstruct_{};
     cost_model costs_{};
     std::uint64_t fingerprint_ = 0;
+    std::vector<index> structure_;      ///< visit_structure() at bind
+    /// Per-step working memory (no state: contents are rebuilt by each step).
+    struct step_scratch {
+        std::vector<std::vector<index>> restored, shielded;
+        std::vector<std::vector<double>> scores;
+        std::vector<std::uint8_t> excluded, shield, now, is_restored;
+        std::vector<index> cand, unshielded;
+    };
+    mutable step_scratch scratch_;
+    std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member
     std::vector<group_state> groups_;
     snapshot_store<Net> snapshots_;
     std::vector<step_log> log_;

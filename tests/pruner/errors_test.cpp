@@ -67,6 +67,23 @@ TEST_CASE("NaN or Inf weights are rejected at step(), naming the layer and the f
         m.layer("body").weight(4, 2) = nan;
         CHECK_ERROR(p.step(m.net(), 1), "'body'", "NaN or Inf weight", "filter 4", "learning rate");
     }
+    SUBCASE("a frozen step (no scores computed) still scans the scored layers") {
+        m.layer("body").weight(4, 2) = inf;
+        CHECK_ERROR(p.step(m.net(), 9), "'body'", "NaN or Inf weight", "filter 4");  // progress 0.9: frozen
+    }
+    SUBCASE("rows of a member layer outside its group are scanned too") {
+        auto spec = small_spec();
+        spec.groups[0].size = 4;  // stem filters 4..7 belong to no group and are never scored
+        model<float> part(spec);
+        part.fill_random(psap_test::seed());
+        part.layer("stem").weight(6, 1) = nan;
+        CHECK_ERROR(p.step(part.net(), 1), "'stem'", "NaN or Inf weight", "filter 6");
+    }
+    SUBCASE("a criterion that never reads the weights (random) gets the full scan") {
+        auto r = psap::presets::random({budget_kind::flops, 0.3}, 10, 7);
+        m.layer("body").weight(1, 0) = nan;
+        CHECK_ERROR(r.step(m.net(), 1), "'body'", "NaN or Inf weight", "filter 1");
+    }
     SUBCASE("a layer outside every group") {
         m.layer("fc").weight(1, 0) = inf;
         CHECK_ERROR(p.step(m.net(), 1), "'fc'", "filter 1");
@@ -171,6 +188,14 @@ TEST_CASE("invalid networks are rejected when the pruner binds, naming the group
         auto p = psap::presets::sfp({budget_kind::flops, 0.3}, 10);
         p.step(m.net(), 1);
         m.net().add_group("late", 2).member(m.net().find_layer("fc"), 0);
+        CHECK_ERROR(p.step(m.net(), 2), "structure changed", "bind()");
+    }
+    SUBCASE("a layer's geometry changed after binding (the costs would be stale)") {
+        model<float> m(spec);
+        m.fill_random(1);
+        auto p = psap::presets::sfp({budget_kind::flops, 0.3}, 10);
+        p.step(m.net(), 1);
+        m.net().layer_at(m.net().find_layer("body")).out_positions *= 2;
         CHECK_ERROR(p.step(m.net(), 2), "structure changed", "bind()");
     }
 }

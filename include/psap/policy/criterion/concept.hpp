@@ -24,6 +24,15 @@ concept criterion_for = std::copy_constructible<C> &&
                             c.score(net, ctx, scores);
                         };
 
+/// A criterion whose score of a channel is NaN or Inf whenever a weight of
+/// any member filter of the channel is (its norm enters the score) may declare
+/// `static constexpr bool reveals_nonfinite_weights = true;`. The pruner then
+/// skips its own finiteness scan of the weights the scores cover, and scans
+/// them only when a score comes out non-finite, to name the layer and filter:
+/// one pass over those bytes per step instead of two.
+template <class C>
+inline constexpr bool reveals_nonfinite_weights = requires { requires C::reveals_nonfinite_weights; };
+
 /// The smallest criterion: every channel scores 0, so the lowest indices go first.
 struct criterion_archetype {
     template <class Net>

@@ -22,6 +22,10 @@ struct lp_norm {
     bool fold_bn = false;
 
     static constexpr const char* name = P == 1 ? "l1_norm" : "l2_norm";
+    /// A NaN/Inf weight makes its filter's norm, hence the score, non-finite
+    /// (|gamma| = 0 or an infinite variance give 0 * Inf or Inf / Inf = NaN);
+    /// finite floats cannot overflow a double sum of squares.
+    static constexpr bool reveals_nonfinite_weights = true;
 
     template <class V>
     void fields(V&& v) {

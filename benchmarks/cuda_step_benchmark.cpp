@@ -4,8 +4,8 @@
 // psap's stream around each call, and with the host clock (the calls return
 // host results, so they include the copies back and the synchronisation).
 //
-// Work: a step reads every filter of every group member at least once (the
-// finiteness check, then the criterion), so "GB/s" below is the weight bytes
+// Work: a step reads every layer's filters at least once (the criterion reads
+// the scored layers, the finiteness check the rest), so "GB/s" below is the weight bytes
 // read once over the step time: a lower bound on the bandwidth used, to hold
 // against the GPU's (H200: ~4.8 TB/s datasheet, ~4.3 TB/s copy measured).
 // At ResNet-56 scale (0.86 M parameters, 3.4 MB) a step is latency-bound:
@@ -15,6 +15,8 @@
 //   --cpu  also runs the same steps on the host (CPU backend) for comparison;
 //          without a GPU it runs only that (and checks the model's description).
 // Without a GPU (and without --cpu) it prints "SKIPPED: no CUDA device (...)" and exits 77.
+#include "resnet56.hpp"
+
 #include <psap/backend/cuda.hpp>
 #include <psap/presets.hpp>
 #include <psap/tensor/device.hpp>
@@ -92,14 +94,7 @@ struct resnet56 {
             l.positions = side * side;
             layers.push_back(std::move(l));
         };
-        conv("stem", 16, 3, 32);
-        for (int st = 1; st <= 3; ++st) {
-            const index c = 16 << (st - 1), side = 32 >> (st - 1);
-            for (int b = 1; b <= 9; ++b) {
-                conv(name(st, b, 1), c, (st > 1 && b == 1) ? c / 2 : c, side);
-                conv(name(st, b, 2), c, c, side);
-            }
-        }
+        psap_bench::for_each_resnet56_conv(conv);
         model_layer<M> fc;
         fc.name = "fc";
         fc.out = 10;
@@ -126,54 +121,10 @@ struct resnet56 {
                 l.gbeta = random_buffer<M>(o, 0.0, 1e-3, g);
                 l.gate = random_buffer<M>(o, 0.0, 1e-3, g);
             }
-            psap::layer<float, M> d;
-            d.name = l.name;
-            d.out_channels = l.out;
-            d.in_channels = l.in;
-            d.kernel_area = l.k;
-            d.out_positions = l.positions;
-            d.weight = psap::matrix_view<float, M>(l.w.data(), l.out, l.in * l.k);
-            d.grad = psap::matrix_view<float, M>(l.gw.data(), l.out, l.in * l.k);
-            auto v = [&](buffer<M>& x) { return psap::vector_view<float, M>(x.data(), l.out); };
-            if (l.bias) {
-                d.bias = v(l.b);
-                d.grad_bias = v(l.gb);
-            }
-            if (l.bn)
-                d.bn = psap::batch_norm_views<float, M>{v(l.gamma), v(l.beta), v(l.mean), v(l.var), v(l.ggamma), v(l.gbeta), v(l.gate), 1e-5};
-            net.add_layer(std::move(d));
+            net.add_layer(psap_bench::describe_layer<M>(l));
         }
-        for (int st = 1; st <= 3; ++st)
-            for (int b = 1; b <= 9; ++b)
-                net.add_group("s" + std::to_string(st) + "b" + std::to_string(b), 16 << (st - 1))
-                    .member(net.find_layer(name(st, b, 1)))
-                    .consumer(net.find_layer(name(st, b, 2)));
-        auto s1 = net.add_group("stream1", 16);
-        auto s2 = net.add_group("stream2", 16);
-        auto s3 = net.add_group("stream3", 32);
-        s1.member(net.find_layer("stem"));
-        for (int st = 1; st <= 3; ++st)
-            for (int b = 1; b <= 9; ++b) {
-                const index c1 = net.find_layer(name(st, b, 1)), c2 = net.find_layer(name(st, b, 2));
-                s1.member(c2, 0).consumer(c1, 0);
-                if (st >= 2) {
-                    s2.member(c2, 16);
-                    if (st == 3 || b > 1) s2.consumer(c1, 16);
-                }
-                if (st == 3) {
-                    s3.member(c2, 32);
-                    if (b > 1) s3.consumer(c1, 32);
-                }
-            }
-        const index fc_id = net.find_layer("fc");
-        s1.consumer(fc_id, 0);
-        s2.consumer(fc_id, 16);
-        s3.consumer(fc_id, 32);
+        psap_bench::add_resnet56_groups(net, true);
         net.validate();
-    }
-
-    static std::string name(int st, int b, int c) {
-        return "s" + std::to_string(st) + "b" + std::to_string(b) + "c" + std::to_string(c);
     }
 };
 

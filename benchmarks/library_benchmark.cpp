@@ -102,8 +102,9 @@ struct samples {
     }
 };
 
-/// What a step reads at least once: every layer's weights and BN gamma/beta
-/// (the finiteness check), and the members' running variances (BN folding).
+/// What a step reads at least once: every layer's weights (the criterion the
+/// scored layers, the finiteness check the others), every BN gamma/beta (the
+/// finiteness check), and the members' running variances (BN folding).
 std::vector<byte_span> touched_by_step(const resnet56& m) {
     auto s = m.weight_spans();
     for (const auto& b : m.bn_spans({&psap_bench::model_layer::gamma, &psap_bench::model_layer::beta})) s.push_back(b);

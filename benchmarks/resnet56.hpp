@@ -40,6 +40,91 @@ struct byte_span {
     std::size_t count = 0;  ///< floats
 };
 
+/// Block names "s<stage>b<block>" and layer names "stem", "s<stage>b<block>c<conv>",
+/// "fc". Appended piece by piece: GCC 12 warns (-Wrestrict, falsely) on
+/// chains of std::string operator+ once they are inlined into templates.
+inline std::string block_name(int st, int b) {
+    std::string s = "s";
+    s += std::to_string(st);
+    s += 'b';
+    s += std::to_string(b);
+    return s;
+}
+inline std::string layer_name(int st, int b, int c) {
+    std::string s = block_name(st, b);
+    s += 'c';
+    s += std::to_string(c);
+    return s;
+}
+
+/// Calls conv(name, out, in, side) for every conv of ResNet-56 in order (stem,
+/// then each block's conv1 and conv2; the fc layer is the caller's).
+template <class Conv>
+void for_each_resnet56_conv(Conv conv) {
+    conv("stem", 16, 3, 32);
+    for (int st = 1; st <= 3; ++st) {
+        const index c = 16 << (st - 1), side = 32 >> (st - 1);
+        for (int b = 1; b <= 9; ++b) {
+            conv(layer_name(st, b, 1), c, (st > 1 && b == 1) ? c / 2 : c, side);
+            conv(layer_name(st, b, 2), c, c, side);
+        }
+    }
+}
+
+/// The psap descriptor of one layer whose arrays (host vectors or device
+/// buffers of memory space M) have .data(): w, gw, b, gb and the BN vectors.
+template <class M, class Layer>
+psap::layer<float, M> describe_layer(Layer& l) {
+    psap::layer<float, M> d;
+    d.name = l.name;
+    d.out_channels = l.out;
+    d.in_channels = l.in;
+    d.kernel_area = l.k;
+    d.out_positions = l.positions;
+    d.weight = psap::matrix_view<float, M>(l.w.data(), l.out, l.in * l.k);
+    d.grad = psap::matrix_view<float, M>(l.gw.data(), l.out, l.in * l.k);
+    auto v = [&](auto& x) { return psap::vector_view<float, M>(x.data(), l.out); };
+    if (l.bias) {
+        d.bias = v(l.b);
+        d.grad_bias = v(l.gb);
+    }
+    if (l.bn) d.bn = psap::batch_norm_views<float, M>{v(l.gamma), v(l.beta), v(l.mean), v(l.var), v(l.ggamma), v(l.gbeta), v(l.gate), 1e-5};
+    return d;
+}
+
+/// ResNet-56's groups over layers named as above: every block's internal
+/// channels, and with `streams` the residual stream in SFP's layout.
+template <class Net>
+void add_resnet56_groups(Net& net, bool streams) {
+    for (int st = 1; st <= 3; ++st)
+        for (int b = 1; b <= 9; ++b)
+            net.add_group(block_name(st, b), 16 << (st - 1))
+                .member(net.find_layer(layer_name(st, b, 1)))
+                .consumer(net.find_layer(layer_name(st, b, 2)));
+    if (!streams) return;
+    auto s1 = net.add_group("stream1", 16);
+    auto s2 = net.add_group("stream2", 16);
+    auto s3 = net.add_group("stream3", 32);
+    s1.member(net.find_layer("stem"));
+    for (int st = 1; st <= 3; ++st)
+        for (int b = 1; b <= 9; ++b) {
+            const index c1 = net.find_layer(layer_name(st, b, 1)), c2 = net.find_layer(layer_name(st, b, 2));
+            s1.member(c2, 0).consumer(c1, 0);
+            if (st >= 2) {
+                s2.member(c2, 16);
+                if (st == 3 || b > 1) s2.consumer(c1, 16);
+            }
+            if (st == 3) {
+                s3.member(c2, 32);
+                if (b > 1) s3.consumer(c1, 32);
+            }
+        }
+    const index fc_id = net.find_layer("fc");
+    s1.consumer(fc_id, 0);
+    s2.consumer(fc_id, 16);
+    s3.consumer(fc_id, 32);
+}
+
 class resnet56 {
 public:
     explicit resnet56(bool streams, std::uint64_t seed = 20261128) {
@@ -52,14 +137,7 @@ public:
             l.positions = side * side;
             layers_.push_back(std::move(l));
         };
-        conv("stem", 16, 3, 32);
-        for (int st = 1; st <= 3; ++st) {
-            const index c = 16 << (st - 1), side = 32 >> (st - 1);
-            for (int b = 1; b <= 9; ++b) {
-                conv(name(st, b, 1), c, (st > 1 && b == 1) ? c / 2 : c, side);
-                conv(name(st, b, 2), c, c, side);
-            }
-        }
+        for_each_resnet56_conv(conv);
         model_layer fc;
         fc.name = "fc";
         fc.out = 10;
@@ -92,51 +170,9 @@ public:
                 fill(l.gbeta, o, 0.0, 1e-3);
                 fill(l.gate, o, 0.0, 1e-3);
             }
-            psap::layer<float> d;
-            d.name = l.name;
-            d.out_channels = l.out;
-            d.in_channels = l.in;
-            d.kernel_area = l.k;
-            d.out_positions = l.positions;
-            d.weight = psap::matrix_view<float>(l.w.data(), l.out, l.in * l.k);
-            d.grad = psap::matrix_view<float>(l.gw.data(), l.out, l.in * l.k);
-            auto v = [&](std::vector<float>& x) { return psap::vector_view<float>(x.data(), l.out); };
-            if (l.bias) {
-                d.bias = v(l.b);
-                d.grad_bias = v(l.gb);
-            }
-            if (l.bn)
-                d.bn = psap::batch_norm_views<float>{v(l.gamma), v(l.beta), v(l.mean), v(l.var), v(l.ggamma), v(l.gbeta), v(l.gate), 1e-5};
-            net_.add_layer(std::move(d));
+            net_.add_layer(describe_layer<psap::host_memory>(l));
         }
-        for (int st = 1; st <= 3; ++st)
-            for (int b = 1; b <= 9; ++b)
-                net_.add_group("s" + std::to_string(st) + "b" + std::to_string(b), 16 << (st - 1))
-                    .member(net_.find_layer(name(st, b, 1)))
-                    .consumer(net_.find_layer(name(st, b, 2)));
-        if (streams) {
-            auto s1 = net_.add_group("stream1", 16);
-            auto s2 = net_.add_group("stream2", 16);
-            auto s3 = net_.add_group("stream3", 32);
-            s1.member(net_.find_layer("stem"));
-            for (int st = 1; st <= 3; ++st)
-                for (int b = 1; b <= 9; ++b) {
-                    const index c1 = net_.find_layer(name(st, b, 1)), c2 = net_.find_layer(name(st, b, 2));
-                    s1.member(c2, 0).consumer(c1, 0);
-                    if (st >= 2) {
-                        s2.member(c2, 16);
-                        if (st == 3 || b > 1) s2.consumer(c1, 16);
-                    }
-                    if (st == 3) {
-                        s3.member(c2, 32);
-                        if (b > 1) s3.consumer(c1, 32);
-                    }
-                }
-            const index fc_id = net_.find_layer("fc");
-            s1.consumer(fc_id, 0);
-            s2.consumer(fc_id, 16);
-            s3.consumer(fc_id, 32);
-        }
+        add_resnet56_groups(net_, streams);
         net_.validate();
     }
     resnet56(const resnet56&) = delete;  // the network holds views into this object's storage
@@ -145,7 +181,7 @@ public:
     const psap::network<float>& net() const noexcept { return net_; }
     std::vector<model_layer>& layers() noexcept { return layers_; }
 
-    /// Every layer's weights: what a step's finiteness check reads.
+    /// Every layer's weights: what a step reads at least once.
     std::vector<byte_span> weight_spans() const {
         std::vector<byte_span> r;
         for (const auto& l : layers_) r.push_back({l.w.data(), l.w.size()});
@@ -181,8 +217,6 @@ public:
                 if (m.layer == layer) return true;
         return false;
     }
-
-    static std::string name(int st, int b, int c) { return "s" + std::to_string(st) + "b" + std::to_string(b) + "c" + std::to_string(c); }
 
 private:
     std::vector<model_layer> layers_;

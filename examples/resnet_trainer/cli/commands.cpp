@@ -258,6 +258,20 @@ int apply_threads(int threads) {
 #endif
 }
 
+std::unique_ptr<model> build_model(const json& model_cfg, std::uint64_t seed) {
+  try {
+    return make_model(model_cfg, seed);
+  } catch (const std::invalid_argument& e) {
+    throw checkpoint_error(std::string("cannot build the model: ") + e.what());
+  }
+}
+
+void check_model_matches(const json& given, const checkpoint_meta& meta, const std::filesystem::path& file) {
+  if (given.contains("model") && meta.settings.contains("model") && meta.settings["model"] != given["model"])
+    throw usage_error("--model " + given["model"].get<std::string>() + " differs from the model of --checkpoint '" + file.string() +
+                      "' (" + meta.settings["model"].get<std::string>() + ")");
+}
+
 int run_train(const json& given, const runtime_options& rt) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -310,19 +324,11 @@ int run_train(const json& given, const runtime_options& rt) {
   } else if (!rt.init_checkpoint.empty()) {
     init_ck = read_checkpoint(rt.init_checkpoint);
     model_cfg = init_ck->meta.model_config;
-    if (given.contains("model") && init_ck->meta.settings.contains("model") &&
-        init_ck->meta.settings["model"] != given["model"])
-      throw usage_error("--model " + given["model"].get<std::string>() + " differs from the model of --checkpoint '" +
-                        rt.init_checkpoint.string() + "' (" + init_ck->meta.settings["model"].get<std::string>() + ")");
+    check_model_matches(given, init_ck->meta, rt.init_checkpoint);
   } else {
     model_cfg = model_config_from(settings, data.train);
   }
-  std::unique_ptr<model> net;
-  try {
-    net = make_model(model_cfg, plan.seed);
-  } catch (const std::invalid_argument& e) {
-    throw checkpoint_error(std::string("cannot build the model: ") + e.what());
-  }
+  const std::unique_ptr<model> net = build_model(model_cfg, plan.seed);
   sgd opt(*net, plan.sgd);
 
   loop_state start;

@@ -51,6 +51,14 @@ struct runtime_options {
 // The network the settings ask for, sized for the data set.
 [[nodiscard]] nlohmann::json model_config_from(const nlohmann::json& settings, const dataset& train);
 
+// The network of a run, initialised from `seed`; checkpoint_error when the
+// configuration (a checkpoint's or the settings') cannot be built.
+[[nodiscard]] std::unique_ptr<model> build_model(const nlohmann::json& model_cfg, std::uint64_t seed);
+
+// usage_error when the user's --model differs from the model that wrote the
+// checkpoint `file` (whose metadata is `meta`).
+void check_model_matches(const nlohmann::json& given, const checkpoint_meta& meta, const std::filesystem::path& file);
+
 // Everything train_loop() needs, built from settings for a data set.
 struct run_plan {
   nlohmann::json settings;

@@ -343,9 +343,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   } else if (!rt.init_checkpoint.empty()) {
     init_ck = read_checkpoint(rt.init_checkpoint);
     model_cfg = init_ck->meta.model_config;
-    if (given.contains("model") && init_ck->meta.settings.contains("model") && init_ck->meta.settings["model"] != given["model"])
-      throw usage_error("--model " + given["model"].get<std::string>() + " differs from the model of --checkpoint '" +
-                        rt.init_checkpoint.string() + "' (" + init_ck->meta.settings["model"].get<std::string>() + ")");
+    check_model_matches(given, init_ck->meta, rt.init_checkpoint);
     progress.init_epochs = init_ck->meta.state.epoch;
     if (init_ck->meta.extra.count("epochs_consumed")) {
       try {
@@ -357,12 +355,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   } else {
     model_cfg = model_config_from(settings, data.train);
   }
-  std::unique_ptr<model> net;
-  try {
-    net = make_model(model_cfg, plan.seed);
-  } catch (const std::invalid_argument& e) {
-    throw checkpoint_error(std::string("cannot build the model: ") + e.what());
-  }
+  const std::unique_ptr<model> net = build_model(model_cfg, plan.seed);
   sgd opt(*net, plan.sgd);
   if (resume_ck) {
     load_model_tensors(resume_ck->archive, *net, quoted(last));

@@ -130,8 +130,18 @@ struct channel_lists {
     channel_lists& operator=(const channel_lists&) = delete;
 };
 
+/// f(member views, ch[g]) for every member of every group g with channels
+/// listed in ch[g] and include(g).
+template <class Net, class Include, class F>
+void for_each_listed_member(const Net& net, std::span<const std::span<const index>> ch, Include include, F f) {
+    for (std::size_t g = 0; g < ch.size(); ++g) {
+        if (ch[g].empty() || !include(g)) continue;
+        for (std::size_t m = 0; m < net.groups()[g].members.size(); ++m) f(member_of(net, static_cast<index>(g), m), ch[g]);
+    }
+}
+
 /// scale_filters(net, g, ch[g], 0) for every group g with include(g): the
-/// rows of all members zeroed in one batched call, then the biases.
+/// rows of all members zeroed in one batched call, the biases entry by entry.
 template <class Net, class Include>
 void zero_filters_all(const Net& net, std::span<const std::span<const index>> ch, Include include) {
     using B = backend_t<typename Net::memory_type>;
@@ -139,23 +149,12 @@ void zero_filters_all(const Net& net, std::span<const std::span<const index>> ch
     using W = matrix_view<T, typename Net::memory_type>;
     std::vector<W> ws;
     std::vector<std::span<const index>> rows;
-    for (std::size_t g = 0; g < ch.size(); ++g) {
-        if (ch[g].empty() || !include(g)) continue;
-        const auto& grp = net.groups()[g];
-        for (std::size_t m = 0; m < grp.members.size(); ++m) {
-            const auto mv = member_of(net, static_cast<index>(g), m);
-            ws.push_back(mv.weight);
-            rows.push_back(ch[g]);
-        }
-    }
+    for_each_listed_member(net, ch, include, [&](const auto& mv, std::span<const index> c) {
+        ws.push_back(mv.weight);
+        rows.push_back(c);
+        if (!mv.bias.empty()) B::set_entries(mv.bias, c, T(0));
+    });
     if (!ws.empty()) B::zero_rows_batch(std::span<const W>(ws), std::span<const std::span<const index>>(rows));
-    for (std::size_t g = 0; g < ch.size(); ++g) {
-        if (ch[g].empty() || !include(g)) continue;
-        for (std::size_t m = 0; m < net.groups()[g].members.size(); ++m) {
-            const auto mv = member_of(net, static_cast<index>(g), m);
-            if (!mv.bias.empty()) B::set_entries(mv.bias, ch[g], T(0));
-        }
-    }
 }
 
 /// scale_bn(net, g, ch[g], 0) for every group g with include(g).
@@ -174,21 +173,17 @@ void zero_gradients_all(const Net& net, std::span<const std::span<const index>> 
     using W = matrix_view<T, typename Net::memory_type>;
     std::vector<W> ws;
     std::vector<std::span<const index>> rows;
-    for (std::size_t g = 0; g < ch.size(); ++g) {
-        if (ch[g].empty()) continue;
-        for (std::size_t m = 0; m < net.groups()[g].members.size(); ++m) {
-            const auto mv = member_of(net, static_cast<index>(g), m);
-            if (!mv.grad.empty()) {
-                ws.push_back(mv.grad);
-                rows.push_back(ch[g]);
-            }
-            if (!mv.grad_bias.empty()) B::set_entries(mv.grad_bias, ch[g], T(0));
-            if (with_bn && mv.bn) {
-                if (!mv.bn->grad_gamma.empty()) B::set_entries(mv.bn->grad_gamma, ch[g], T(0));
-                if (!mv.bn->grad_beta.empty()) B::set_entries(mv.bn->grad_beta, ch[g], T(0));
-            }
+    for_each_listed_member(net, ch, [](std::size_t) { return true; }, [&](const auto& mv, std::span<const index> c) {
+        if (!mv.grad.empty()) {
+            ws.push_back(mv.grad);
+            rows.push_back(c);
         }
-    }
+        if (!mv.grad_bias.empty()) B::set_entries(mv.grad_bias, c, T(0));
+        if (with_bn && mv.bn) {
+            if (!mv.bn->grad_gamma.empty()) B::set_entries(mv.bn->grad_gamma, c, T(0));
+            if (!mv.bn->grad_beta.empty()) B::set_entries(mv.bn->grad_beta, c, T(0));
+        }
+    });
     if (!ws.empty()) B::zero_rows_batch(std::span<const W>(ws), std::span<const std::span<const index>>(rows));
 }
 }  // namespace detail

@@ -344,11 +344,10 @@ private:
                 const std::vector<index>& shielded, group_update& u, step_log& entry) const {
         const auto& st = groups_[g];
         const auto size = static_cast<std::size_t>(st.size());
-        auto& excluded = scratch_.excluded;
+        auto& excluded = scratch_.excluded;  // the restored channels
         auto& shield = scratch_.shield;
         auto& now = scratch_.now;
-        auto& is_restored = scratch_.is_restored;
-        excluded.assign(size, 0), shield.assign(size, 0), now.assign(size, 0), is_restored.assign(size, 0);
+        excluded.assign(size, 0), shield.assign(size, 0), now.assign(size, 0);
         for (index c : restored) excluded[static_cast<std::size_t>(c)] = 1;
         for (index c : shielded) {
             if (c < 0 || static_cast<std::size_t>(c) >= size || st.pruned[static_cast<std::size_t>(c)] || excluded[static_cast<std::size_t>(c)])
@@ -382,13 +381,12 @@ private:
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
         }
-        for (index c : restored) is_restored[static_cast<std::size_t>(c)] = 1;
         for (std::size_t c = 0; c < size; ++c) {
             const auto ci = static_cast<index>(c);
             if (now[c]) u.pruned.push_back(ci);
             if (now[c] && !st.pruned[c]) u.newly_pruned.push_back(ci);
-            if (is_restored[c]) u.restored.push_back(ci);
-            if (st.pruned[c] && !now[c] && !is_restored[c]) u.released.push_back(ci);
+            if (excluded[c]) u.restored.push_back(ci);
+            if (st.pruned[c] && !now[c] && !excluded[c]) u.released.push_back(ci);
         }
     }
 
@@ -576,7 +574,7 @@ private:
     struct step_scratch {
         std::vector<std::vector<index>> restored, shielded;
         std::vector<std::vector<double>> scores;
-        std::vector<std::uint8_t> excluded, shield, now, is_restored;
+        std::vector<std::uint8_t> excluded, shield, now;
         std::vector<index> cand, unshielded;
     };
     mutable step_scratch scratch_;

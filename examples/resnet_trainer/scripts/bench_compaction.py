@@ -53,13 +53,15 @@ import sys
 import tempfile
 import time
 
+import bench_throughput  # noqa: E402  (same directory: the script's own path is on sys.path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Both sides run with OMP_WAIT_POLICY=passive: on a loaded machine an OpenMP
 # thread spinning at a barrier while its partner is descheduled costs PyTorch
 # (one parallel region per op) up to 10x here; psap's kernels suffer less.
 OMP_ENV = {"OMP_WAIT_POLICY": "passive"}
-TORCH_ENV = dict(OMP_ENV, OPENBLAS_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="33554432",
-                 MALLOC_TRIM_THRESHOLD_="17179869184", MALLOC_TOP_PAD_="536870912")
+# PyTorch at its best on this machine, as for the throughput comparison.
+TORCH_ENV = dict(OMP_ENV, **bench_throughput.TORCH_ENV)
 
 
 def loadavg():

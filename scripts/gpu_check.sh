@@ -9,11 +9,13 @@
 #       benchmark binaries (sm_80 + sm_90, no -march=native, no OpenMP, static
 #       libstdc++) and the CUDA runtime they were linked with.
 #
-#   scripts/gpu_check.sh [--build] [--no-sanitizer]
+#   scripts/gpu_check.sh [--build] [--no-sanitizer] [--no-trainer]
 #       On the GPU machine: prints the machine (nvidia-smi, device, toolkit),
 #       then runs the CUDA tests (CTest label "cuda", then the device suite
 #       with timings), compute-sanitizer (memcheck, racecheck) on the kernel
-#       tests, and the step benchmark (GPU and CPU reference). It uses the
+#       tests, and the step benchmark (GPU and CPU reference); then builds the
+#       trainer's device engine there, runs its test against the CPU layers
+#       and times training/inference against PyTorch on the same GPU. It uses the
 #       prebuilt binaries of build-gpu/bin when they start there, and builds
 #       from source otherwise (or with --build): Release, CUDA on, sm_90,
 #       build-gpu/deps on CMAKE_PREFIX_PATH. Logs go to $OUT (or build-gpu/logs).
@@ -64,10 +66,11 @@ if [[ "${1:-}" == "--prepare" ]]; then
 fi
 
 # ----------------------------------------------------------------------------- check
-force_build=0 sanitizer=1
+force_build=0 sanitizer=1 trainer=1
 for a in "$@"; do
   case "$a" in
     --build) force_build=1 ;;
+    --no-trainer) trainer=0 ;;
     --no-sanitizer) sanitizer=0 ;;
     *) echo "gpu_check: unknown option $a"; exit 2 ;;
   esac
@@ -175,6 +178,48 @@ fi
 log "benchmark: one step per preset, observe/after_update per iteration (GPU, then CPU reference)"
 time "$benchmark" --cpu 3 20
 record psap_cuda_step_benchmark $?
+
+# ----------------------------------------------------------------------------- trainer
+# The reference trainer's device engine (examples/resnet_trainer/device):
+# compiled here directly (no CMake: the trainer's CLI needs CLI11 and zlib,
+# which this machine may lack), then its test against the CPU layers and
+# training/inference throughput next to PyTorch on the same GPU.
+if [[ $trainer -eq 1 ]]; then
+  log "trainer: build the device engine, its test and the throughput benchmark"
+  tb=$root/build-gpu-trainer
+  mkdir -p "$tb"
+  tr=examples/resnet_trainer
+  inc=(-I"$tr" -isystem "$bundle/deps/include/eigen3" -isystem "$bundle/deps/include" -isystem /usr/include/eigen3)
+  omp=-fopenmp
+  echo 'int main(){}' | c++ -x c++ -fopenmp - -o "$tb/omp_probe" 2>/dev/null || omp=-Wno-unknown-pragmas
+  srcs=($tr/nn/*.cpp $tr/models/*.cpp $tr/optim/*.cpp $tr/device/engine.cpp $tr/device/device_model.cpp $tr/device/host_exec.cpp)
+  ok=0
+  time {
+    "$nvcc" -std=c++17 -O3 -arch=sm_90 -I"$tr" -c $tr/device/cuda_exec.cu -o "$tb/cuda_exec.o" || ok=1
+    printf '%s\n' "${srcs[@]}" | xargs -P "$(nproc)" -I{} sh -c \
+      'c++ -std=c++20 -O3 -DNDEBUG -march=native -mtune=generic '"$omp ${inc[*]}"' -c {} -o '"$tb"'/$(echo {} | tr / _).o' || ok=1
+    for main in tests/device_test.cpp:trainer_device_test bench/trainer_throughput.cpp:psap_trainer_bench; do
+      c++ -std=c++20 -O3 -DNDEBUG $omp "${inc[@]}" "$tr/${main%%:*}" "$tb"/*.o -L"$cuda_lib" -lcublas -lcudart \
+          -o "$tb/${main##*:}" || ok=1
+    done
+  }
+  record "trainer build" $ok
+  if [[ $ok -eq 0 ]]; then
+    log "trainer: device engine against the CPU layers (trainer_device_test --exec cuda)"
+    time "$tb/trainer_device_test" --exec cuda
+    record trainer_device.cuda $?
+    log "trainer: throughput on the GPU, psap vs PyTorch (FP32, TF32 off), batch 128"
+    for cfg in "resnet20 train" "resnet20 infer" "resnet56 train" "resnet56 infer"; do
+      set -- $cfg
+      for rep in 1 2; do
+        "$tb/psap_trainer_bench" --device cuda --model "$1" --mode "$2" --batch 128 --warmup 5 --iters 30 --threads "$(nproc)"
+        python3 $tr/scripts/torch_throughput.py --device cuda --model "$1" --mode "$2" --batch 128 --warmup 5 --iters 30 \
+            --threads "$(nproc)" || echo "PyTorch on the GPU: not available"
+      done
+    done
+    record "trainer throughput" 0
+  fi
+fi
 
 log "summary"
 printf '%s\n' "${results[@]}"

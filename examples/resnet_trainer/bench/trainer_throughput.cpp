@@ -4,6 +4,8 @@
 // With --checkpoint FILE the network is the one of a psap-train checkpoint
 // (its model_config and weights; input shape from the model), which is how
 // scripts/bench_compaction.py times a masked network against its compact one.
+// --device cuda (or emulated) runs forward and backward on the device engine;
+// the optimizer step stays on the host, as in psap-train.
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -16,6 +18,7 @@
 #ifdef PSAP_BENCH_CHECKPOINTS
 #include "cli/checkpoint.hpp"
 #endif
+#include "device/device_model.hpp"
 #include "models/resnet.hpp"
 #include "models/vgg.hpp"
 #include "nn/cross_entropy.hpp"
@@ -30,7 +33,7 @@
 namespace {
 
 struct args {
-  std::string model = "resnet20", mode = "train", checkpoint;
+  std::string model = "resnet20", mode = "train", checkpoint, device = "cpu";
   int channels = 3, size = 32, batch = 128, threads = 2, warmup = 3, iters = 10;
 };
 
@@ -47,6 +50,7 @@ args parse(int argc, char** argv) {
     else if (k == "--warmup") a.warmup = std::stoi(v);
     else if (k == "--iters") a.iters = std::stoi(v);
     else if (k == "--checkpoint") a.checkpoint = v;
+    else if (k == "--device") a.device = v;
     else throw std::invalid_argument("unknown option " + k);
   }
   if (a.mode != "train" && a.mode != "infer") throw std::invalid_argument("--mode must be train or infer");
@@ -79,6 +83,9 @@ int main(int argc, char** argv) try {
     throw std::invalid_argument("unknown model " + a.model);
   }
   if (!m) m = trainer::make_model(cfg, 1);
+  m = trainer::device::place_on(std::move(m), a.device);
+  std::string where = "cpu";
+  if (auto* d = dynamic_cast<trainer::device::device_model*>(m.get())) where = d->executor().name();
   const std::string model_name = a.checkpoint.empty() ? a.model : m->name();
   const int channels = m->in_channels(), height = m->input_h(), width = m->input_w(), classes = m->num_classes();
   trainer::rng g(7);
@@ -113,8 +120,8 @@ int main(int argc, char** argv) try {
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double cpu = cpu_now() - c0;
   std::printf("{\"impl\": \"psap\", \"model\": \"%s\", \"mode\": \"%s\", \"input\": \"%dx%dx%d\", \"batch\": %d, "
-              "\"threads\": %d, \"img_per_s\": %.2f, \"img_per_cpu_s\": %.2f, \"macs\": %lld, \"params\": %lld}\n",
-              model_name.c_str(), a.mode.c_str(), channels, height, width, a.batch, trainer::max_threads(),
+              "\"threads\": %d, \"device\": \"%s\", \"img_per_s\": %.2f, \"img_per_cpu_s\": %.2f, \"macs\": %lld, \"params\": %lld}\n",
+              model_name.c_str(), a.mode.c_str(), channels, height, width, a.batch, trainer::max_threads(), where.c_str(),
               a.batch * a.iters / dt, a.batch * a.iters / cpu, static_cast<long long>(trainer::total_macs(*m)),
               static_cast<long long>(trainer::parameter_count(*m)));
   return 0;

@@ -14,6 +14,7 @@
 #endif
 
 #include "data/loader.hpp"
+#include "device/device_model.hpp"
 #include "data/registry.hpp"
 #include "io/atomic_file.hpp"
 #include "models/resnet.hpp"
@@ -328,7 +329,7 @@ int run_train(const json& given, const runtime_options& rt) {
   } else {
     model_cfg = model_config_from(settings, data.train);
   }
-  const std::unique_ptr<model> net = build_model(model_cfg, plan.seed);
+  const std::unique_ptr<model> net = device::place_on(build_model(model_cfg, plan.seed), rt.device);
   sgd opt(*net, plan.sgd);
 
   loop_state start;
@@ -451,7 +452,7 @@ int run_eval(const eval_options& opt) {
   const int threads = apply_threads(opt.threads);
   const loaded_checkpoint ck = read_checkpoint(opt.checkpoint);
   const std::string src = quoted(opt.checkpoint);
-  std::unique_ptr<model> net = model_from_checkpoint(ck, src);
+  std::unique_ptr<model> net = device::place_on(model_from_checkpoint(ck, src), opt.device);
   json s = ck.meta.settings;
   if (opt.data) s["data"] = *opt.data;
   std::filesystem::path dir = opt.data_dir;

@@ -30,6 +30,7 @@ struct runtime_options {
   std::filesystem::path init_checkpoint;  // start from these weights (fresh optimizer and counters)
   bool resume = false;                    // continue <output>/last.safetensors
   int threads = 0;                        // OpenMP threads, 0: the runtime's default
+  std::string device = "cpu";             // cpu, cuda, cuda:N, emulated (device/device_model.hpp)
   progress_mode progress = progress_mode::automatic;
   std::size_t eval_batch_size = 500;
   std::FILE* log = stderr;
@@ -92,6 +93,7 @@ struct eval_options {
   std::string split = "test";
   std::size_t batch_size = 500;
   int threads = 0;
+  std::string device = "cpu";  // where the forward passes run (device/device_model.hpp)
   // When set: also write the evaluated images (normalised "inputs" F32 and
   // raw "pixels" U8, N x C x H x W), "labels" (I64) and eval-mode "logits"
   // (F32, N x classes) to this safetensors file, in data set order, with the

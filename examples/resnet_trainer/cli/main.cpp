@@ -11,11 +11,24 @@
 #include "cli/commands.hpp"
 #include "cli/prune_command.hpp"
 #include "data/registry.hpp"
+#include "device/device_model.hpp"
 #include "optim/recipe.hpp"
 
 namespace {
 
 using json = nlohmann::json;
+
+// --device: rejected at parse time with the list of valid names.
+const CLI::Validator device_name(
+    [](std::string& d) {
+      try {
+        trainer::device::check_device_name(d);
+      } catch (const std::invalid_argument& e) {
+        return std::string(e.what());
+      }
+      return std::string();
+    },
+    "DEVICE");
 
 // Options that become run settings are recorded only when given, so a
 // resumed run can tell "not given" from "given with the default value".
@@ -129,6 +142,10 @@ void add_run_options(CLI::App* app, run_cli& v) {
   sc.add(app, "--seed,-s", "seed", v.seed, "seed of initialisation, data order, augmentation and subsets");
   app->add_option("--threads,-j", v.rt.threads, "OpenMP threads (0: all cores); resume with the same count")
       ->check(CLI::NonNegativeNumber);
+  app->add_option("--device", v.rt.device,
+                  "where forward and backward run: cpu, cuda, cuda:N, or emulated (the GPU code path on the CPU)")
+      ->check(device_name)
+      ->capture_default_str();
   app->add_option("--output,-o", v.output, "output directory (checkpoints, metrics.jsonl)")->capture_default_str();
   app->add_option("--checkpoint", v.init_checkpoint, "start from the weights of this checkpoint (fresh optimizer and schedule)")
       ->check(CLI::ExistingFile);
@@ -238,6 +255,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval->add_option("--batch-size,-b", eo.batch_size, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   eval->add_option("--threads,-j", eo.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  eval->add_option("--device", eo.device, "cpu, cuda, cuda:N or emulated")->check(device_name)->capture_default_str();
   eval->add_option("--dump-logits", eo.dump,
                    "also write the evaluated images (normalised inputs and raw pixels), labels and eval-mode logits "
                    "to this safetensors file");

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "device/device_model.hpp"
 #include "io/atomic_file.hpp"
 #include "optim/bn_recalibrate.hpp"
 #include "prune/compact.hpp"
@@ -355,7 +356,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   } else {
     model_cfg = model_config_from(settings, data.train);
   }
-  const std::unique_ptr<model> net = build_model(model_cfg, plan.seed);
+  const std::unique_ptr<model> net = device::place_on(build_model(model_cfg, plan.seed), rt.device);
   sgd opt(*net, plan.sgd);
   if (resume_ck) {
     load_model_tensors(resume_ck->archive, *net, quoted(last));

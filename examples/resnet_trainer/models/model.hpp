@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/graph.hpp"
 #include "nn/batch_norm.hpp"
 #include "nn/conv2d.hpp"
 #include "nn/linear.hpp"
@@ -122,6 +123,11 @@ class model {
 
   virtual void forward(const float* x, int n, float* logits, bool train) = 0;
   virtual void backward(const float* dlogits) = 0;
+
+  /// The forward pass as data (models/graph.hpp), for executors other than
+  /// forward()/backward(); empty ops when the model cannot describe itself.
+  /// Its layer pointers stay valid as long as the model.
+  virtual graph forward_graph() { return {}; }
 };
 
 /// Builds a model from a config (see resnet_config / vgg_config for the

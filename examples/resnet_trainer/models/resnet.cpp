@@ -331,6 +331,74 @@ class resnet final : public model {
     trained_batch_ = train ? n : 0;
   }
 
+  graph forward_graph() override {
+    using k = graph_op::kind;
+    graph g;
+    auto conv = [&g](int src, const conv2d& c, const bias_map* m) {
+      graph_op op;
+      op.type = k::conv;
+      op.src = src;
+      op.dst = g.buffer();
+      op.conv = &c;
+      op.map = m;
+      g.ops.push_back(op);
+      return op.dst;
+    };
+    // BN + optional residual + ReLU; returns the output buffer.
+    auto bn_relu = [&g](int src, batch_norm& bn, int residual, int z, int out) {
+      graph_op op;
+      op.type = k::batch_norm;
+      op.src = src;
+      op.dst = out;
+      op.bn = &bn;
+      op.relu = true;
+      op.residual = residual;
+      op.relu_z = z;
+      op.relu_out = out;
+      g.ops.push_back(op);
+      return out;
+    };
+    int cur = conv(0, stem_conv_, stem_map_);
+    cur = bn_relu(cur, stem_bn_, -1, g.buffer(), g.buffer());
+    for (auto& b : blocks_) {
+      const int c1 = conv(cur, b->conv1, b->map1);
+      const int y1 = bn_relu(c1, b->bn1, -1, g.buffer(), g.buffer());
+      const int c2 = conv(y1, b->conv2, b->map2);
+      const int z2 = g.buffer(), out = g.buffer();
+      int residual = cur;
+      if (b->option_a) {
+        graph_op op;
+        op.type = k::shortcut_a;
+        op.src = cur;
+        op.dst = residual = g.buffer();
+        op.shortcut = b->option_a.get();
+        g.ops.push_back(op);
+      } else if (b->down_conv) {
+        graph_op op;
+        op.type = k::batch_norm;
+        op.src = conv(cur, *b->down_conv, b->map_down);
+        op.dst = residual = g.buffer();
+        op.bn = b->down_bn.get();
+        op.relu_z = z2;  // its output joins the block's sum before the ReLU
+        op.relu_out = out;
+        g.ops.push_back(op);
+      }
+      cur = bn_relu(c2, b->bn2, residual, z2, out);
+    }
+    graph_op pool;
+    pool.type = k::avg_pool;
+    pool.src = cur;
+    pool.dst = g.buffer();
+    g.ops.push_back(pool);
+    graph_op fc;
+    fc.type = k::linear;
+    fc.src = pool.dst;
+    fc.dst = g.logits = g.buffer();
+    fc.fc = &fc_;
+    g.ops.push_back(fc);
+    return g;
+  }
+
   void backward(const float* dlogits) override {
     if (trained_batch_ == 0) throw std::logic_error("resnet::backward needs a train-mode forward first");
     dlogits_.resize({trained_batch_, arch_.num_classes, 1, 1});

@@ -168,6 +168,50 @@ class vgg final : public model {
     trained_batch_ = train ? n : 0;
   }
 
+  graph forward_graph() override {
+    using k = graph_op::kind;
+    graph g;
+    int cur = 0;
+    for (auto& s : stages_) {
+      graph_op conv;
+      conv.type = k::conv;
+      conv.src = cur;
+      conv.dst = g.buffer();
+      conv.conv = &s->conv;
+      conv.map = s->map.get();
+      g.ops.push_back(conv);
+      graph_op bn;
+      bn.type = k::batch_norm;
+      bn.src = conv.dst;
+      bn.bn = &s->bn;
+      bn.relu = true;
+      bn.relu_z = g.buffer();
+      bn.dst = bn.relu_out = g.buffer();
+      g.ops.push_back(bn);
+      cur = bn.dst;
+      if (s->pooled) {
+        graph_op pool;
+        pool.type = k::max_pool;
+        pool.src = cur;
+        pool.dst = cur = g.buffer();
+        pool.pool = &s->pool;
+        g.ops.push_back(pool);
+      }
+    }
+    graph_op pool;
+    pool.type = k::avg_pool;
+    pool.src = cur;
+    pool.dst = g.buffer();
+    g.ops.push_back(pool);
+    graph_op fc;
+    fc.type = k::linear;
+    fc.src = pool.dst;
+    fc.dst = g.logits = g.buffer();
+    fc.fc = &fc_;
+    g.ops.push_back(fc);
+    return g;
+  }
+
   void backward(const float* dlogits) override {
     if (trained_batch_ == 0) throw std::logic_error("vgg::backward needs a train-mode forward first");
     dlogits_.resize({trained_batch_, num_classes_, 1, 1});

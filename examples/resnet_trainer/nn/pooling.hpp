@@ -26,6 +26,8 @@ class max_pool2d {
  public:
   max_pool2d(int kernel, int stride, bool ceil_mode);
   int out_size(int in) const;
+  int kernel() const { return k_; }
+  int stride() const { return s_; }
 
   /// In train mode records the argmax of every window for backward().
   void forward(const tensor& x, tensor& y, bool train);

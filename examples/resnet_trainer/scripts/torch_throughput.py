@@ -27,13 +27,22 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (FP32: TF32 off, like psap's cuBLAS calls)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(a.threads)
     torch.manual_seed(7)
     depth = int(a.model[len("resnet"):].split("-")[0])
-    net = make(resnet_config(depth, 10, a.channels, a.size, "B" if a.model.endswith("-B") else "A"))
-    x = torch.randn(a.batch, a.channels, a.size, a.size)
-    y = torch.randint(0, 10, (a.batch,))
+    net = make(resnet_config(depth, 10, a.channels, a.size, "B" if a.model.endswith("-B") else "A")).to(dev)
+    x = torch.randn(a.batch, a.channels, a.size, a.size).to(dev)
+    y = torch.randint(0, 10, (a.batch,)).to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
     train = a.mode == "train"
     net.train(train)
@@ -49,13 +58,17 @@ def main():
 
     for _ in range(a.warmup):
         iteration()
+    sync()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(a.iters):
         iteration()
+    sync()
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"impl": "torch", "model": a.model, "mode": a.mode,
                       "input": f"{a.channels}x{a.size}x{a.size}", "batch": a.batch,
-                      "threads": torch.get_num_threads(), "img_per_s": round(a.batch * a.iters / dt, 2),
+                      "threads": torch.get_num_threads(),
+                      "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                      "img_per_s": round(a.batch * a.iters / dt, 2),
                       "img_per_cpu_s": round(a.batch * a.iters / cpu, 2)}))
 
 

@@ -52,6 +52,21 @@ def main():
     check(abs(ev["accuracy"] - m[-1]["test_acc"]) < 1e-12, "eval accuracy %r vs metrics %r"
           % (ev["accuracy"], m[-1]["test_acc"]))
 
+    # The device engine's code path (--device emulated: the GPU engine on its
+    # host executor) evaluates the same network to float tolerance.
+    r = run([exe, "eval", os.path.join(out, "final.safetensors"), "--test-subset", "256", "--threads", "2",
+             "--device", "emulated"] + (["--data"] + data[1:] if len(data) > 2 else []))
+    evd = json.loads(r.stdout)
+    print("eval cpu: loss %.7f acc %.4f; emulated device: loss %.7f acc %.4f"
+          % (ev["loss"], ev["accuracy"], evd["loss"], evd["accuracy"]))
+    check(abs(evd["loss"] - ev["loss"]) <= 1e-4 * abs(ev["loss"]), "device-engine eval loss %r vs cpu %r"
+          % (evd["loss"], ev["loss"]))
+    check(abs(evd["accuracy"] - ev["accuracy"]) <= 1.0 / 256, "device-engine eval accuracy %r vs cpu %r"
+          % (evd["accuracy"], ev["accuracy"]))
+    r = run([exe, "eval", os.path.join(out, "final.safetensors"), "--device", "tpu"], expect_rc=None)
+    check(r.returncode != 0 and "unknown device 'tpu'" in r.stderr and "cuda:N" in r.stderr,
+          "an unknown --device was not rejected with the list of devices")
+
     # Starting from a checkpoint: its weights, a fresh optimizer and schedule.
     warm = os.path.join(work, "warm")
     run([exe, "train", "--checkpoint", os.path.join(out, "final.safetensors"), "--train-subset", "512",

@@ -49,6 +49,22 @@ struct graph {
 
   /// Adds a buffer and returns its id.
   int buffer() { return buffers++; }
+
+  /// Global average pooling of `src`, then the classifier `fc`, whose output
+  /// becomes the logits (the head of every model here).
+  void add_head(int src, linear& fc) {
+    graph_op pool;
+    pool.type = graph_op::kind::avg_pool;
+    pool.src = src;
+    pool.dst = buffer();
+    ops.push_back(pool);
+    graph_op out;
+    out.type = graph_op::kind::linear;
+    out.src = pool.dst;
+    out.dst = logits = buffer();
+    out.fc = &fc;
+    ops.push_back(out);
+  }
 };
 
 }  // namespace trainer

@@ -385,17 +385,7 @@ class resnet final : public model {
       }
       cur = bn_relu(c2, b->bn2, residual, z2, out);
     }
-    graph_op pool;
-    pool.type = k::avg_pool;
-    pool.src = cur;
-    pool.dst = g.buffer();
-    g.ops.push_back(pool);
-    graph_op fc;
-    fc.type = k::linear;
-    fc.src = pool.dst;
-    fc.dst = g.logits = g.buffer();
-    fc.fc = &fc_;
-    g.ops.push_back(fc);
+    g.add_head(cur, fc_);
     return g;
   }
 

@@ -198,17 +198,7 @@ class vgg final : public model {
         g.ops.push_back(pool);
       }
     }
-    graph_op pool;
-    pool.type = k::avg_pool;
-    pool.src = cur;
-    pool.dst = g.buffer();
-    g.ops.push_back(pool);
-    graph_op fc;
-    fc.type = k::linear;
-    fc.src = pool.dst;
-    fc.dst = g.logits = g.buffer();
-    fc.fc = &fc_;
-    g.ops.push_back(fc);
+    g.add_head(cur, fc_);
     return g;
   }
 

@@ -1,5 +1,8 @@
 #include "nn/pooling.hpp"
 
+#include "device/kernels.hpp"
+
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -57,25 +60,12 @@ void max_pool2d::forward(const tensor& x, tensor& y, bool train) {
                                 " is too small for kernel " + std::to_string(k_));
   y.resize({in_shape_.n, in_shape_.c, ho, wo});
   if (train) argmax_.resize(y.size());
-  const int planes = in_shape_.n * in_shape_.c;
+  // One output element per index, the body the device engine runs too.
+  const device::kernels::max_pool_forward window{x.data(), y.data(), train ? argmax_.data() : nullptr, h, w, ho, wo,
+                                                 k_, s_};
+  const auto outputs = static_cast<std::int64_t>(y.size());
 #pragma omp parallel for schedule(static)
-  for (int i = 0; i < planes; ++i) {
-    const float* p = x.data() + static_cast<std::size_t>(i) * in_shape_.plane();
-    float* q = y.data() + static_cast<std::size_t>(i) * static_cast<std::size_t>(ho * wo);
-    for (int oy = 0; oy < ho; ++oy) {
-      for (int ox = 0; ox < wo; ++ox) {
-        const int y0 = oy * s_, x0 = ox * s_;
-        const int y1 = y0 + k_ < h ? y0 + k_ : h, x1 = x0 + k_ < w ? x0 + k_ : w;
-        int best = y0 * w + x0;
-        for (int iy = y0; iy < y1; ++iy)
-          for (int ix = x0; ix < x1; ++ix)
-            if (p[iy * w + ix] > p[best]) best = iy * w + ix;
-        q[oy * wo + ox] = p[best];
-        if (train) argmax_[static_cast<std::size_t>(i) * static_cast<std::size_t>(ho * wo) +
-                           static_cast<std::size_t>(oy * wo + ox)] = best;
-      }
-    }
-  }
+  for (std::int64_t i = 0; i < outputs; ++i) window(i);
 }
 
 void max_pool2d::backward(const tensor& dy, tensor& dx) const {

@@ -49,6 +49,14 @@ class device_model final : public model {
 /// has no CUDA or the machine no usable device.
 std::unique_ptr<model> place_on(std::unique_ptr<model> m, const std::string& device);
 
+/// The model whose layers hold the parameters: m.host() for a device_model,
+/// else m itself. Its forward() runs the CPU layers (exact comparisons,
+/// such as the compaction check, use it).
+inline model& host_of(model& m) {
+  auto* d = dynamic_cast<device_model*>(&m);
+  return d != nullptr ? d->host() : m;
+}
+
 /// invalid_argument unless `device` is one of the names place_on accepts.
 void check_device_name(const std::string& device);
 

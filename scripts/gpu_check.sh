@@ -184,7 +184,10 @@ record psap_cuda_step_benchmark $?
 # compiled here directly (no CMake: the trainer's CLI needs CLI11 and zlib,
 # which this machine may lack), then its test against the CPU layers and
 # training/inference throughput next to PyTorch on the same GPU.
-if [[ $trainer -eq 1 ]]; then
+if [[ $trainer -eq 1 && -z "$nvcc" ]]; then
+  echo "trainer: no nvcc on this machine; the device engine cannot be built here"
+  record "trainer build" 77
+elif [[ $trainer -eq 1 ]]; then
   log "trainer: build the device engine, its test and the throughput benchmark"
   tb=$root/build-gpu-trainer
   mkdir -p "$tb"

@@ -54,6 +54,9 @@ struct engine::impl {
   buffer<float> param_d, grad_d;
 
   std::vector<buffer<float>> act, grad;
+  // Buffers whose gradient backward accumulates into (+=), zeroed before it;
+  // the rest (the input, pre-ReLU buffers) never hold a gradient.
+  std::vector<int> grad_targets;
   std::vector<shape4> shapes;
   std::vector<op_state> state;
   buffer<float> col, perm;
@@ -114,6 +117,22 @@ struct engine::impl {
     grad.resize(static_cast<std::size_t>(g.buffers));
     shapes.resize(static_cast<std::size_t>(g.buffers));
     state.resize(g.ops.size());
+    std::vector<char> target(static_cast<std::size_t>(g.buffers), 0);
+    for (const auto& op : g.ops) {
+      target[static_cast<std::size_t>(op.src)] = 1;
+      if (op.type == graph_op::kind::batch_norm && op.relu && op.residual >= 0)
+        target[static_cast<std::size_t>(op.residual)] = 1;
+    }
+    target[0] = 0;
+    for (std::size_t i = 0; i < g.ops.size(); ++i) {
+      const auto& op = g.ops[i];
+      for (int id : {op.dst, op.relu_out})
+        if (id >= 0 && id != g.logits && !target[static_cast<std::size_t>(id)])
+          throw std::invalid_argument(where(i) + "writes buffer " + std::to_string(id) +
+                                      ", which no later op reads; the graph must end in the logits");
+    }
+    for (int id = 0; id < g.buffers; ++id)
+      if (target[static_cast<std::size_t>(id)]) grad_targets.push_back(id);
     for (std::size_t i = 0; i < g.ops.size(); ++i) {
       const auto& op = g.ops[i];
       auto need = [&](const float* p, const char* what) {
@@ -184,11 +203,12 @@ struct engine::impl {
 
   void backward(const float* dlogits) {
     if (trained_batch == 0) throw std::logic_error("device engine: backward needs a train-mode forward first");
-    for (int id = 0; id < g.buffers; ++id) {
+    for (int id : grad_targets) {
       auto& gb = grad[static_cast<std::size_t>(id)];
       gb.ensure(*x, shape(id).size());
       x->zero(gb.get(), sizeof(float) * shape(id).size());
     }
+    grad[static_cast<std::size_t>(g.logits)].ensure(*x, shape(g.logits).size());
     x->zero(grad_d.get(), sizeof(float) * grad_floats);
     x->upload(ga(g.logits), dlogits, sizeof(float) * shape(g.logits).size());
     for (std::size_t i = g.ops.size(); i-- > 0;) backward_op(i);

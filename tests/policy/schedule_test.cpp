@@ -109,6 +109,72 @@ TEST_CASE("uniform: the smallest common ratio meeting the budget, checked by sca
     }
 }
 
+/// The textbook bisection allocate() must reproduce: every group's count
+/// recomputed at every midpoint, the cost evaluated whenever the counts differ
+/// from both ends.
+psap::allocation bisect_every_group(const psap::cost_model& costs, budget_kind kind, double target, const std::vector<double>& d,
+                                    const std::vector<double>& lo, const std::vector<double>& hi, index multiple) {
+    const auto sizes = costs.group_sizes();
+    const std::size_t n = sizes.size();
+    const double limit = static_cast<double>(costs.full().of(kind)) * (1.0 - target);
+    auto counts = [&](double mu) {
+        std::vector<index> c(n);
+        for (std::size_t g = 0; g < n; ++g) c[g] = psap::pruned_count(std::clamp(d[g] + mu, lo[g], hi[g]), sizes[g], multiple);
+        return c;
+    };
+    auto meets = [&](const std::vector<index>& c) {
+        std::vector<index> kept(n);
+        for (std::size_t g = 0; g < n; ++g) kept[g] = sizes[g] - c[g];
+        return static_cast<double>(costs.evaluate(kept).of(kind)) <= limit;
+    };
+    psap::allocation a;
+    double mu_lo = -1.0 - *std::max_element(d.begin(), d.end()), mu_hi = 1.0 - *std::min_element(d.begin(), d.end());
+    mu_lo = std::min(mu_lo, -1.0), mu_hi = std::max(mu_hi, 1.0);
+    if (meets(counts(mu_lo))) {
+        a.mu = mu_lo;
+    } else if (!meets(counts(mu_hi))) {
+        a.mu = mu_hi;
+        a.feasible = false;
+    } else {
+        for (int it = 0; it < 64 && mu_hi - mu_lo > 1e-12; ++it) {
+            const double mid = 0.5 * (mu_lo + mu_hi);
+            (meets(counts(mid)) ? mu_hi : mu_lo) = mid;
+        }
+        a.mu = mu_hi;
+    }
+    a.count = counts(a.mu);
+    return a;
+}
+
+TEST_CASE("allocate: the same mu and counts as a bisection that recomputes every group at every midpoint") {
+    for (std::uint64_t k = 0; k < 60; ++k) {
+        const auto seed = psap_test::seed() + 700 + k;
+        CAPTURE(seed);
+        model<float> m(random_spec(seed));
+        rng r(seed);
+        const psap::cost_model costs(m.net());
+        const std::size_t n = costs.group_count();
+        const budget_kind kind = std::array{budget_kind::flops, budget_kind::params, budget_kind::filters}[k % 3];
+        const double target = r.uniform(0.02, 0.7);
+        const index multiple = k % 5 == 4 ? 4 : 1;
+        std::vector<double> d(n), lo(n), hi(n);
+        for (std::size_t g = 0; g < n; ++g) {
+            // desired ratios around a rate-limited previous ratio, as adaptive_sparsity forms them
+            const double prev = r.uniform(0.0, 0.8);
+            d[g] = prev + r.uniform(-0.3, 0.3);
+            lo[g] = std::max(0.0, prev - 0.1);
+            hi[g] = std::min(0.8, prev + 0.1);
+        }
+        CAPTURE(target);
+        CAPTURE(multiple);
+        const auto got = psap::allocate(costs, kind, target, d, lo, hi, multiple);
+        const auto want = bisect_every_group(costs, kind, target, d, lo, hi, multiple);
+        CHECK(got.feasible == want.feasible);
+        CHECK(got.mu == want.mu);  // the same midpoints, bit for bit
+        CHECK(got.count == want.count);
+    }
+}
+
 TEST_CASE("uniform with a fixed ratio prunes floor(p * N) everywhere and reports what that removes") {
     model<float> m(bank({10, 16, 7}));
     harness<net_t> h(m.net(), {budget_kind::filters, 0.5});

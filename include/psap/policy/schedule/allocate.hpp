@@ -85,19 +85,30 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
     }
     std::vector<index> count_hi = a.count;  // counts at mu_hi: they meet it
     // Whether counts meet the target is a function of the counts alone, so a
-    // midpoint with the counts of either end needs no cost evaluation: once
-    // the interval lies between two breakpoints, the remaining halvings are free.
+    // midpoint with the counts of either end needs no cost evaluation. A
+    // group's count is monotone in mu, so a group with equal counts at both
+    // ends keeps that count inside the interval: each halving recomputes only
+    // the "open" groups, and once the interval lies between two breakpoints a
+    // halving costs one or two groups. The midpoints and decisions are those
+    // of bisecting over every group.
+    std::vector<std::size_t> open;
+    for (std::size_t g = 0; g < n; ++g)
+        if (count_lo[g] != count_hi[g]) open.push_back(g);
+    std::vector<index>& mid_count = a.count;  // equals count_hi outside `open`
     for (int it = 0; it < 64 && mu_hi - mu_lo > 1e-12; ++it) {
         const double mid = 0.5 * (mu_lo + mu_hi);
-        counts_at(mid, desired, lo, hi, sizes, multiple, a.ratio, a.count);
-        const bool ok = a.count == count_hi ? true : a.count == count_lo ? false : meets(a.count);
-        if (ok) {
-            mu_hi = mid;
-            count_hi = a.count;
-        } else {
-            mu_lo = mid;
-            count_lo = a.count;
+        bool as_hi = true, as_lo = true;
+        for (std::size_t g : open) {
+            const index c = pruned_count(std::clamp(desired[g] + mid, lo[g], hi[g]), sizes[g], multiple);
+            mid_count[g] = c;
+            as_hi = as_hi && c == count_hi[g];
+            as_lo = as_lo && c == count_lo[g];
         }
+        const bool ok = as_hi ? true : as_lo ? false : meets(mid_count);
+        auto& side = ok ? count_hi : count_lo;
+        (ok ? mu_hi : mu_lo) = mid;
+        for (std::size_t g : open) side[g] = mid_count[g];
+        std::erase_if(open, [&](std::size_t g) { return count_lo[g] == count_hi[g]; });
     }
     a.mu = mu_hi;
     counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);

@@ -15,6 +15,9 @@ function(psap_target_defaults target)
     if(PSAP_SANITIZE)
       target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
       target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+      # libstdc++'s precondition checks (operator[] bounds, std::clamp's lo <= hi,
+      # ...): the errors ASan cannot see because they stay inside an allocation.
+      target_compile_definitions(${target} PRIVATE _GLIBCXX_ASSERTIONS)
       if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
         # Instrumented loops cannot be vectorised, so clang reports every
         # `#pragma omp simd` as a failed transformation; that is expected here.

@@ -334,6 +334,21 @@ TEST_CASE("adaptive_sparsity: leaky control d = (1 - alpha) p_prev + alpha p_bar
         CHECK(total >= 15);
         for (double p : plan.ratio) CHECK(p <= s.p_max);
     }
+    SUBCASE("a previous ratio above a lowered p_max starts from p_max: the rate-limit window is never empty") {
+        // prev 0.4 in g2 with p_max lowered to 0.25 (a resumed run with a new setting):
+        // the window [max(p_min, prev - 0.1), min(p_max, prev + 0.1)] would be [0.3, 0.25].
+        s.p_max = 0.25;
+        lc.h.target.target = 0.1;  // 3 of 30
+        const auto plan = lc.run(s);
+        const double prev[3] = {0.2, 0.25, 0.25};  // the previous ratios brought inside [0, 0.25]
+        for (std::size_t g = 0; g < 3; ++g) {
+            CHECK(plan.ratio[g] <= 0.25);
+            CHECK(std::abs(plan.ratio[g] - prev[g]) <= 0.1 + 1e-12);
+        }
+        index total = 0;
+        for (auto q : plan.count) total += q;
+        CHECK(total >= 3);
+    }
     SUBCASE("p_min and p_max bound every ratio") {
         for (auto& g : lc.h.groups) g.budget = 0;  // first step: the rate limit does not apply
         s.p_min = 0.2;

@@ -16,6 +16,7 @@
 #include <psap/policy/schedule/allocate.hpp>
 #include <psap/policy/schedule/ramp.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <span>
@@ -95,7 +96,10 @@ struct adaptive_sparsity {
             for (double s : plan.sparsity) mean_s += s;
             mean_s /= static_cast<double>(n);
             for (std::size_t g = 0; g < n; ++g) {
-                const double prev = ctx.groups[g].ratio;
+                // Inside [p_min, p_max] by construction, unless the bounds were changed
+                // between steps (a resumed run with a new p_max): start from the nearest
+                // allowed ratio, so that the window below is never empty.
+                const double prev = std::clamp(ctx.groups[g].ratio, p_min, p_max);
                 switch (allocation) {
                     case rule::leaky:
                         d[g] = (1 - alpha) * prev + alpha * p_bar + eta * (plan.sparsity[g] - plan.pressure[g]);

@@ -37,13 +37,21 @@ struct allocation {
     std::vector<index> count;
 };
 
+namespace detail {
+/// Group g's ratio at mu: its desired ratio shifted by mu, held in [lo, hi].
+inline double ratio_at(double mu, std::span<const double> desired, std::span<const double> lo,
+                       std::span<const double> hi, std::size_t g) {
+    return std::clamp(desired[g] + mu, lo[g], hi[g]);
+}
+}  // namespace detail
+
 /// Counts for a given mu.
 inline void counts_at(double mu, std::span<const double> desired, std::span<const double> lo, std::span<const double> hi,
                       std::span<const index> sizes, index multiple, std::vector<double>& ratio, std::vector<index>& count) {
     ratio.resize(sizes.size());
     count.resize(sizes.size());
     for (std::size_t g = 0; g < sizes.size(); ++g) {
-        ratio[g] = std::clamp(desired[g] + mu, lo[g], hi[g]);
+        ratio[g] = detail::ratio_at(mu, desired, lo, hi, g);
         count[g] = pruned_count(ratio[g], sizes[g], multiple);
     }
 }
@@ -99,7 +107,7 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
         const double mid = 0.5 * (mu_lo + mu_hi);
         bool as_hi = true, as_lo = true;
         for (std::size_t g : open) {
-            const index c = pruned_count(std::clamp(desired[g] + mid, lo[g], hi[g]), sizes[g], multiple);
+            const index c = pruned_count(detail::ratio_at(mid, desired, lo, hi, g), sizes[g], multiple);
             mid_count[g] = c;
             as_hi = as_hi && c == count_hi[g];
             as_lo = as_lo && c == count_lo[g];

@@ -25,6 +25,8 @@
 //              interleaved with the call (same cache state, same load)
 //   x_read     median call time / read_us
 //   med_us     median call time (the table's figure; the reported time is the mean)
+//   allocs     heap allocations per call (operator new is counted in this binary)
+#include "alloc_counter.hpp"
 #include "read_pass.hpp"
 #include "resnet56.hpp"
 
@@ -92,9 +94,20 @@ double seconds(F&& f) {
 /// Call and reference times of one benchmark, turned into its counters.
 struct samples {
     std::vector<double> call, read;
+    long long allocs = 0;  // during the timed calls
+    /// Times one call and counts its allocations.
+    template <class F>
+    double time(F&& f) {
+        const long long a0 = psap_bench::allocations();
+        const double c = seconds(std::forward<F>(f));
+        allocs += psap_bench::allocations() - a0;
+        call.push_back(c);
+        return c;
+    }
     void report(benchmark::State& state, double bytes) const {
         const double c = median(call), r = median(read);
         state.counters["bytes"] = bytes;
+        state.counters["allocs"] = call.empty() ? 0.0 : static_cast<double>(allocs) / static_cast<double>(call.size());
         state.counters["GB/s"] = c > 0 ? bytes / c / 1e9 : 0;
         state.counters["med_us"] = c * 1e6;
         state.counters["read_us"] = r * 1e6;
@@ -157,9 +170,8 @@ void bench_step(benchmark::State& state, Make make, bool streams, int threads) {
     for (auto _ : state) {
         s.pruner.observe(net);
         s.pruner.observe(net);
-        const double c = seconds([&] { s.pruner.step(net, steady_epoch); });
+        const double c = t.time([&] { s.pruner.step(net, steady_epoch); });
         state.SetIterationTime(c);
-        t.call.push_back(c);
         t.read.push_back(seconds([&] { benchmark::DoNotOptimize(psap_bench::read_pass(spans, threads)); }));
     }
     t.report(state, static_cast<double>(psap_bench::bytes_of(spans)));
@@ -178,10 +190,9 @@ void bench_observe(benchmark::State& state, Make make, bool streams, int threads
             s.pruner.step(net, steady_epoch);
             since = 0;
         }
-        const double c = seconds([&] { s.pruner.observe(net); });
+        const double c = t.time([&] { s.pruner.observe(net); });
         ++since;
         state.SetIterationTime(c);
-        t.call.push_back(c);
         t.read.push_back(seconds([&] { benchmark::DoNotOptimize(psap_bench::read_pass(spans, threads)); }));
     }
     t.report(state, static_cast<double>(psap_bench::bytes_of(spans)));
@@ -206,9 +217,8 @@ void bench_after_update(benchmark::State& state, Make make, bool streams, int th
     const auto spans = pruned_rows(s.model, s.pruner.groups());
     samples t;
     for (auto _ : state) {
-        const double c = seconds([&] { s.pruner.after_update(net); });
+        const double c = t.time([&] { s.pruner.after_update(net); });
         state.SetIterationTime(c);
-        t.call.push_back(c);
         t.read.push_back(seconds([&] { benchmark::DoNotOptimize(psap_bench::read_pass(spans, threads)); }));
     }
     t.report(state, row_traffic<decltype(make())>() * static_cast<double>(psap_bench::bytes_of(spans)));
@@ -288,9 +298,8 @@ void bench_backend(benchmark::State& state, const std::string& op, bool batched,
     };
     samples t;
     for (auto _ : state) {
-        const double c = seconds(call);
+        const double c = t.time(call);
         state.SetIterationTime(c);
-        t.call.push_back(c);
         t.read.push_back(seconds([&] { benchmark::DoNotOptimize(psap_bench::read_pass(spans, threads)); }));
         benchmark::DoNotOptimize(out.data.data());
     }

@@ -152,12 +152,15 @@ public:
         entry.epoch = epoch;
         entry.progress = info.progress;
 
-        std::vector<group_update> updates(n);
-        schedule_plan plan;
-        plan.resize(n);
+        auto& updates = scratch_.updates;
+        updates.resize(n);
+        for (auto& u : updates) u.pruned.clear(), u.newly_pruned.clear(), u.restored.clear(), u.released.clear();
+        auto& plan = scratch_.plan;
+        plan.reset(n);
         if (frozen) {
             for (std::size_t g = 0; g < n; ++g) {
-                updates[g].pruned = detail::pruned_list(groups_[g]);
+                for (std::size_t c = 0; c < groups_[g].pruned.size(); ++c)
+                    if (groups_[g].pruned[c]) updates[g].pruned.push_back(static_cast<index>(c));
                 plan.ratio[g] = groups_[g].ratio;
                 plan.count[g] = static_cast<index>(updates[g].pruned.size());
             }
@@ -200,7 +203,8 @@ public:
         entry.budget_now = plan.budget_now;
         entry.mu = plan.mu;
         entry.relaxed = plan.relaxed;
-        std::vector<index> kept(n);
+        auto& kept = scratch_.kept;
+        kept.resize(n);
         for (std::size_t g = 0; g < n; ++g) kept[g] = groups_[g].size() - groups_[g].pruned_count();
         entry.achieved = costs_.evaluate(kept);
         entry.reduction = costs_.reduction(options_.target.kind, kept);
@@ -440,15 +444,16 @@ private:
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
-        std::vector<W> ws;
-        std::vector<V> vs;
+        auto &ws = scratch_.weights, &vs = scratch_.vectors;
+        auto &wr = scratch_.weight_rows, &vr = scratch_.vector_rows;
+        ws.clear(), vs.clear();
         const auto checked = [&](std::size_t i) { return net.layers()[i].has_weight() && !(skip_scored && scored_[i]); };
         for (std::size_t i = 0; i < net.layers().size(); ++i) {
             const auto& l = net.layers()[i];
             if (checked(i)) ws.push_back(l.weight);
-            if (l.bn) vs.insert(vs.end(), {l.bn->gamma, l.bn->beta});
+            if (l.bn) vs.push_back(l.bn->gamma), vs.push_back(l.bn->beta);
         }
-        std::vector<index> wr(ws.size()), vr(vs.size());
+        wr.resize(ws.size()), vr.resize(vs.size());
         B::first_nonfinite_rows(std::span<const W>(ws), std::span<index>(wr));
         B::first_nonfinite_batch(std::span<const V>(vs), std::span<index>(vr));
         std::size_t w = 0, v = 0;
@@ -575,7 +580,12 @@ private:
         std::vector<std::vector<index>> restored, shielded;
         std::vector<std::vector<double>> scores;
         std::vector<std::uint8_t> excluded, shield, now;
-        std::vector<index> cand, unshielded;
+        std::vector<index> cand, unshielded, kept;
+        std::vector<group_update> updates;
+        schedule_plan plan;
+        std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
+        std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
+        std::vector<index> weight_rows, vector_rows;
     };
     mutable step_scratch scratch_;
     std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member

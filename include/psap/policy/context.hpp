@@ -67,6 +67,13 @@ struct schedule_plan {
         sparsity.assign(groups, not_measured);
         pressure.assign(groups, not_measured);
     }
+    /// A fresh plan for `groups` groups that reuses the vectors' memory.
+    void reset(std::size_t groups) {
+        budget_now = 0;
+        mu = not_measured;
+        relaxed = false;
+        resize(groups);
+    }
 };
 
 /// What changes in one group at a step; handed to the reconstruction policy.

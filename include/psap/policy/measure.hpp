@@ -18,9 +18,10 @@
 namespace psap::measure {
 
 /// Median of the values whose mask entry is 0 (active); NaN when none.
-inline double active_median(std::span<const double> v, std::span<const std::uint8_t> pruned) {
-    std::vector<double> a;
-    a.reserve(v.size());
+/// `a` is working memory (its contents are replaced), so that a caller
+/// measuring every group at every step allocates once.
+inline double active_median(std::span<const double> v, std::span<const std::uint8_t> pruned, std::vector<double>& a) {
+    a.clear();
     for (std::size_t i = 0; i < v.size(); ++i)
         if (pruned.empty() || !pruned[i]) a.push_back(v[i]);
     if (a.empty()) return std::nan("");
@@ -30,6 +31,11 @@ inline double active_median(std::span<const double> v, std::span<const std::uint
     const double upper = a[h];
     const double lower = *std::max_element(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(h));
     return 0.5 * (lower + upper);
+}
+inline double active_median(std::span<const double> v, std::span<const std::uint8_t> pruned) {
+    std::vector<double> a;
+    a.reserve(v.size());
+    return active_median(v, pruned, a);
 }
 
 /// Sum over members of each channel's filter p-norm (p = 1 or 2).
@@ -247,15 +253,16 @@ std::vector<std::vector<double>> abs_gamma_all(const Net& net) {
 
 /// channel_magnitude for every group: |gamma| sums for groups with batch
 /// norm, filter L2 norm sums for the others.
+/// `out` is resized to the groups, reusing its vectors' memory.
 template <class Net>
-std::vector<std::vector<double>> channel_magnitude_all(const Net& net) {
+void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out) {
     const members<Net> mem(net);
     bool any_bn = false, any_plain = false;
     for (std::size_t g = 0; g < mem.groups(); ++g) (has_bn(net, static_cast<index>(g)) ? any_bn : any_plain) = true;
     slices gamma, norms;
     if (any_bn) gamma = read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma);
     if (any_plain) norms = member_row_norms(net, mem, 2, [&](std::size_t k) { return !mem.views[k].bn.has_value(); });
-    std::vector<std::vector<double>> out(mem.groups());
+    out.resize(mem.groups());
     for (std::size_t g = 0; g < mem.groups(); ++g) {
         auto& o = out[g];
         o.assign(static_cast<std::size_t>(net.groups()[g].size), 0.0);
@@ -267,6 +274,11 @@ std::vector<std::vector<double>> channel_magnitude_all(const Net& net) {
                 for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::sqrt(norms[k][i]);
         }
     }
+}
+template <class Net>
+std::vector<std::vector<double>> channel_magnitude_all(const Net& net) {
+    std::vector<std::vector<double>> out;
+    channel_magnitude_all(net, out);
     return out;
 }
 

@@ -134,16 +134,18 @@ struct gradient_pulse {
             const auto& st = ctx.groups[g];
             const index n = st.size(), q = st.pruned_count();
             if (q == 0) continue;
-            const auto mean = means(g);
-            const double med = measure::active_median(mean, st.pruned);
+            auto& mean = work_.mean;
+            means(g, mean);
+            const double med = measure::active_median(mean, st.pruned, work_.median);
             if (!(med > 0)) continue;
-            auto cand = ranked(mean, [&](std::size_t i) { return st.pruned[i] && mean[i] > kappa * med; });
+            auto& cand = work_.cand;
+            ranked(mean, [&](std::size_t i) { return st.pruned[i] && mean[i] > kappa * med; }, cand);
             pulses_[g] = static_cast<index>(cand.size());
             if (!restore) continue;
             const index cap = std::min<index>({static_cast<index>(std::ceil(restore_fraction * static_cast<double>(q))),
                                                static_cast<index>(std::floor(rho * static_cast<double>(q))), n - q});
             if (static_cast<index>(cand.size()) > cap) cand.resize(static_cast<std::size_t>(std::max<index>(cap, 0)));
-            out[g] = std::move(cand);
+            out[g].assign(cand.begin(), cand.end());
         }
     }
 
@@ -153,17 +155,20 @@ struct gradient_pulse {
         for (std::size_t g = 0; g < out.size(); ++g) {
             const auto& st = ctx.groups[g];
             const index n = st.size(), q = counts[g];
-            const auto mean = means(g);
-            const double med = measure::active_median(mean, st.pruned);
+            auto& mean = work_.mean;
+            means(g, mean);
+            const double med = measure::active_median(mean, st.pruned, work_.median);
             if (!(med > 0) || q == 0) continue;
-            std::vector<std::uint8_t> restored(static_cast<std::size_t>(n), 0);
+            auto& restored = work_.restored;
+            restored.assign(static_cast<std::size_t>(n), 0);
             if (!ctx.restored.empty())
                 for (index c : ctx.restored[g]) restored[static_cast<std::size_t>(c)] = 1;
-            auto cand = ranked(mean, [&](std::size_t i) { return !st.pruned[i] && !restored[i] && mean[i] > kappa_keep * med; });
+            auto& cand = work_.cand;
+            ranked(mean, [&](std::size_t i) { return !st.pruned[i] && !restored[i] && mean[i] > kappa_keep * med; }, cand);
             const index used = ctx.restored.empty() ? 0 : static_cast<index>(ctx.restored[g].size());
             const index cap = std::min<index>(static_cast<index>(std::floor(rho * static_cast<double>(q))), n - q) - used;
             if (static_cast<index>(cand.size()) > cap) cand.resize(static_cast<std::size_t>(std::max<index>(cap, 0)));
-            out[g] = std::move(cand);
+            out[g].assign(cand.begin(), cand.end());
         }
     }
 
@@ -182,10 +187,15 @@ struct gradient_pulse {
     index pulses(std::size_t g) const { return g < pulses_.size() ? pulses_[g] : 0; }
     /// Mean statistic g_i of group g over the observed iterations.
     std::vector<double> means(std::size_t g) const {
-        std::vector<double> m(acc_[g].size(), 0.0);
+        std::vector<double> m;
+        means(g, m);
+        return m;
+    }
+    /// The same into `m` (its memory reused).
+    void means(std::size_t g, std::vector<double>& m) const {
+        m.assign(acc_[g].size(), 0.0);
         if (count_ > 0)
             for (std::size_t i = 0; i < m.size(); ++i) m[i] = acc_[g][i] / count_;
-        return m;
     }
 
     void save(nlohmann::json& j) const { j = {{"acc", acc_}, {"count", count_}}; }
@@ -207,15 +217,28 @@ private:
         return true;
     }
 
-    /// Indices passing `keep`, by decreasing statistic, ties by index.
+    /// Indices passing `keep` into r, by decreasing statistic, ties by index.
+    /// Both callers keep only statistics above a positive threshold (never
+    /// NaN), so (statistic, index) is a strict total order and std::sort gives
+    /// stable_sort's order without its temporary buffer.
     template <class Pred>
-    static std::vector<index> ranked(const std::vector<double>& stat, Pred keep) {
-        std::vector<index> r;
+    static void ranked(const std::vector<double>& stat, Pred keep, std::vector<index>& r) {
+        r.clear();
         for (std::size_t i = 0; i < stat.size(); ++i)
             if (keep(i)) r.push_back(static_cast<index>(i));
-        std::stable_sort(r.begin(), r.end(), [&](index a, index b) { return stat[static_cast<std::size_t>(a)] > stat[static_cast<std::size_t>(b)]; });
-        return r;
+        std::sort(r.begin(), r.end(), [&](index a, index b) {
+            const double sa = stat[static_cast<std::size_t>(a)], sb = stat[static_cast<std::size_t>(b)];
+            return sa > sb || (!(sb > sa) && a < b);
+        });
     }
+
+    /// Per-step working memory (no state).
+    struct workspace {
+        std::vector<double> mean, median;
+        std::vector<index> cand;
+        std::vector<std::uint8_t> restored;
+    };
+    workspace work_;
 
     std::vector<std::vector<double>> acc_;
     std::vector<index> pulses_;

@@ -25,6 +25,17 @@
 
 namespace psap {
 
+namespace detail {
+/// adaptive_sparsity's per-step working memory: rebuilt by every plan(),
+/// kept so that a step at steady state allocates nothing here.
+struct adaptive_sparsity_workspace {
+    std::vector<double> zero, lo_all, hi_all, d, lo, hi, median;
+    std::vector<std::vector<double>> magnitudes;
+    allocation uniform, chosen;
+    allocation_workspace bisection;
+};
+}  // namespace detail
+
 struct adaptive_sparsity {
     /// How the desired ratios d_g are formed.
     enum class rule {
@@ -49,6 +60,8 @@ struct adaptive_sparsity {
     double ramp_end = 0.5;
     rule allocation = rule::leaky;
     measure_kind sparsity = measure_kind::channel;
+    /// Working memory, neither configuration nor state (not saved, not compared).
+    mutable detail::adaptive_sparsity_workspace workspace{};
 
     static constexpr const char* name = "adaptive_sparsity";
 
@@ -82,15 +95,19 @@ struct adaptive_sparsity {
         if (plan.budget_now <= 0) return;
 
         // p_bar: the uniform ratio for B_t.
-        const std::vector<double> zero(n, 0.0), lo_all(n, p_min), hi_all(n, p_max);
-        const auto uni = allocate(ctx.costs, ctx.target.kind, plan.budget_now, zero, lo_all, hi_all, ctx.keep_multiple);
+        auto& w = workspace;
+        auto &zero = w.zero, &lo_all = w.lo_all, &hi_all = w.hi_all;
+        zero.assign(n, 0.0), lo_all.assign(n, p_min), hi_all.assign(n, p_max);
+        auto& uni = w.uniform;
+        allocate(ctx.costs, ctx.target.kind, plan.budget_now, zero, lo_all, hi_all, ctx.keep_multiple, uni, w.bisection);
         if (!uni.feasible)
             fail_budget(name, ctx.target.kind, plan.budget_now, achieved_reduction(ctx.costs, ctx.target.kind, uni.count), p_max);
         const double p_bar = std::clamp(uni.mu, p_min, p_max);
 
         bool first = true;
         for (const auto& s : ctx.groups) first = first && s.budget <= 0;
-        std::vector<double> d(n, p_bar), lo = lo_all, hi = hi_all;
+        auto &d = w.d, &lo = w.lo, &hi = w.hi;
+        d.assign(n, p_bar), lo.assign(lo_all.begin(), lo_all.end()), hi.assign(hi_all.begin(), hi_all.end());
         if (!first) {
             double mean_s = 0;
             for (double s : plan.sparsity) mean_s += s;
@@ -111,16 +128,17 @@ struct adaptive_sparsity {
                 hi[g] = std::min(p_max, prev + max_change);
             }
         }
-        auto a = allocate(ctx.costs, ctx.target.kind, plan.budget_now, d, lo, hi, ctx.keep_multiple);
+        auto& a = w.chosen;
+        allocate(ctx.costs, ctx.target.kind, plan.budget_now, d, lo, hi, ctx.keep_multiple, a, w.bisection);
         if (!a.feasible) {  // the rate limit cannot reach B_t: relax it for this step
             plan.relaxed = true;
-            a = allocate(ctx.costs, ctx.target.kind, plan.budget_now, d, lo_all, hi_all, ctx.keep_multiple);
+            allocate(ctx.costs, ctx.target.kind, plan.budget_now, d, lo_all, hi_all, ctx.keep_multiple, a, w.bisection);
             if (!a.feasible)
                 fail_budget(name, ctx.target.kind, plan.budget_now, achieved_reduction(ctx.costs, ctx.target.kind, a.count), p_max);
         }
         plan.mu = a.mu;
-        plan.ratio = std::move(a.ratio);
-        plan.count = std::move(a.count);
+        plan.ratio.assign(a.ratio.begin(), a.ratio.end());
+        plan.count.assign(a.count.begin(), a.count.end());
     }
 
     /// s_g for group g under the current mask.
@@ -159,11 +177,12 @@ struct adaptive_sparsity {
     void measure_all(const Net& net, std::span<const group_state> groups, std::span<double> out) const {
         const std::size_t n = groups.size();
         if (sparsity == measure_kind::channel) {
-            const auto mags = measure::channel_magnitude_all(net);
+            auto& mags = workspace.magnitudes;
+            measure::channel_magnitude_all(net, mags);
             for (std::size_t g = 0; g < n; ++g) {
                 const auto& m = mags[g];
                 const auto& pruned = groups[g].pruned;
-                const double med = measure::active_median(m, pruned);
+                const double med = measure::active_median(m, pruned, workspace.median);
                 if (!(med > 0)) {
                     out[g] = 0.0;
                     continue;

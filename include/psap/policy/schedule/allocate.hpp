@@ -56,23 +56,33 @@ inline void counts_at(double mu, std::span<const double> desired, std::span<cons
     }
 }
 
-/// Finds the smallest mu meeting `target` (fraction of `kind` removed).
-/// When even mu = +inf (every group at hi) misses it, returns feasible = false
-/// with the counts at hi.
-inline allocation allocate(const cost_model& costs, budget_kind kind, double target, std::span<const double> desired,
-                           std::span<const double> lo, std::span<const double> hi, index multiple = 1) {
+/// Working memory of allocate(): a caller allocating at every step keeps one
+/// and reuses its vectors' memory.
+struct allocation_workspace {
+    std::vector<index> kept, count_lo, count_hi;
+    std::vector<std::size_t> open;
+};
+
+/// Finds the smallest mu meeting `target` (fraction of `kind` removed), into
+/// `a` (its vectors are reused). When even mu = +inf (every group at hi)
+/// misses it, gives feasible = false with the counts at hi.
+inline void allocate(const cost_model& costs, budget_kind kind, double target, std::span<const double> desired,
+                     std::span<const double> lo, std::span<const double> hi, index multiple, allocation& a,
+                     allocation_workspace& w) {
     const std::size_t n = costs.group_count();
     if (desired.size() != n || lo.size() != n || hi.size() != n)
         detail::fail("psap::allocate: ", desired.size(), " desired ratios for ", n, " groups");
     const auto sizes = costs.group_sizes();
     const double full = static_cast<double>(costs.full().of(kind));
     const double limit = full * (1.0 - target);  // the cost we may keep
-    std::vector<index> kept(n);
+    auto& kept = w.kept;
+    kept.resize(n);
     auto meets = [&](const std::vector<index>& count) {
         for (std::size_t g = 0; g < n; ++g) kept[g] = sizes[g] - count[g];
         return static_cast<double>(costs.evaluate(kept).of(kind)) <= limit;
     };
-    allocation a;
+    a.mu = 0;
+    a.feasible = true;
     double dmin = 0, dmax = 0;
     for (std::size_t g = 0; g < n; ++g) {
         dmin = std::min(dmin, desired[g]);
@@ -82,16 +92,18 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
     counts_at(mu_lo, desired, lo, hi, sizes, multiple, a.ratio, a.count);
     if (meets(a.count)) {
         a.mu = mu_lo;
-        return a;
+        return;
     }
-    std::vector<index> count_lo = a.count;  // counts at mu_lo: they miss the target
+    auto& count_lo = w.count_lo;
+    count_lo.assign(a.count.begin(), a.count.end());  // counts at mu_lo: they miss the target
     counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);
     if (!meets(a.count)) {
         a.mu = mu_hi;
         a.feasible = false;
-        return a;
+        return;
     }
-    std::vector<index> count_hi = a.count;  // counts at mu_hi: they meet it
+    auto& count_hi = w.count_hi;
+    count_hi.assign(a.count.begin(), a.count.end());  // counts at mu_hi: they meet it
     // Whether counts meet the target is a function of the counts alone, so a
     // midpoint with the counts of either end needs no cost evaluation. A
     // group's count is monotone in mu, so a group with equal counts at both
@@ -99,7 +111,8 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
     // the "open" groups, and once the interval lies between two breakpoints a
     // halving costs one or two groups. The midpoints and decisions are those
     // of bisecting over every group.
-    std::vector<std::size_t> open;
+    auto& open = w.open;
+    open.clear();
     for (std::size_t g = 0; g < n; ++g)
         if (count_lo[g] != count_hi[g]) open.push_back(g);
     std::vector<index>& mid_count = a.count;  // equals count_hi outside `open`
@@ -120,6 +133,12 @@ inline allocation allocate(const cost_model& costs, budget_kind kind, double tar
     }
     a.mu = mu_hi;
     counts_at(mu_hi, desired, lo, hi, sizes, multiple, a.ratio, a.count);
+}
+inline allocation allocate(const cost_model& costs, budget_kind kind, double target, std::span<const double> desired,
+                           std::span<const double> lo, std::span<const double> hi, index multiple = 1) {
+    allocation a;
+    allocation_workspace w;
+    allocate(costs, kind, target, desired, lo, hi, multiple, a, w);
     return a;
 }
 

@@ -159,8 +159,7 @@ public:
         plan.reset(n);
         if (frozen) {
             for (std::size_t g = 0; g < n; ++g) {
-                for (std::size_t c = 0; c < groups_[g].pruned.size(); ++c)
-                    if (groups_[g].pruned[c]) updates[g].pruned.push_back(static_cast<index>(c));
+                detail::pruned_list(groups_[g], updates[g].pruned);
                 plan.ratio[g] = groups_[g].ratio;
                 plan.count[g] = static_cast<index>(updates[g].pruned.size());
             }

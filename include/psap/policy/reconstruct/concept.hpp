@@ -40,11 +40,15 @@ struct reconstructor_archetype {
 };
 
 namespace detail {
-/// Pruned channel indices of a mask.
-inline std::vector<index> pruned_list(const group_state& s) {
-    std::vector<index> r;
+/// Pruned channel indices of a mask, into r (its memory reused).
+inline void pruned_list(const group_state& s, std::vector<index>& r) {
+    r.clear();
     for (std::size_t i = 0; i < s.pruned.size(); ++i)
         if (s.pruned[i]) r.push_back(static_cast<index>(i));
+}
+inline std::vector<index> pruned_list(const group_state& s) {
+    std::vector<index> r;
+    pruned_list(s, r);
     return r;
 }
 

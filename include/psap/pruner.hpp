@@ -443,7 +443,8 @@ private:
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
-        auto &ws = scratch_.weights, &vs = scratch_.vectors;
+        auto& ws = scratch_.weights;
+        auto& vs = scratch_.vectors;
         auto &wr = scratch_.weight_rows, &vr = scratch_.vector_rows;
         ws.clear(), vs.clear();
         const auto checked = [&](std::size_t i) { return net.layers()[i].has_weight() && !(skip_scored && scored_[i]); };

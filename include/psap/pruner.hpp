@@ -362,8 +362,8 @@ private:
         // a strict total order, so the set is the one a stable sort would give.
         auto order = [&](bool honour_shield, std::vector<index>& cand) {
             cand.clear();
-            for (std::size_t c = 0; c < size; ++c)
-                if (!excluded[c] && !(honour_shield && shield[c])) cand.push_back(static_cast<index>(c));
+            const std::uint8_t honour = honour_shield ? 1 : 0;
+            detail::append_where(size, [&](std::size_t c) { return (excluded[c] == 0) & ((shield[c] & honour) == 0); }, cand);
             if (q > 0 && q < static_cast<index>(cand.size()))
                 std::nth_element(cand.begin(), cand.begin() + (q - 1), cand.end(), [&](index a, index b) {
                     const double sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
@@ -384,13 +384,10 @@ private:
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
         }
-        for (std::size_t c = 0; c < size; ++c) {
-            const auto ci = static_cast<index>(c);
-            if (now[c]) u.pruned.push_back(ci);
-            if (now[c] && !st.pruned[c]) u.newly_pruned.push_back(ci);
-            if (excluded[c]) u.restored.push_back(ci);
-            if (st.pruned[c] && !now[c] && !excluded[c]) u.released.push_back(ci);
-        }
+        detail::append_where(size, [&](std::size_t c) { return now[c] != 0; }, u.pruned);
+        detail::append_where(size, [&](std::size_t c) { return (now[c] != 0) & (st.pruned[c] == 0); }, u.newly_pruned);
+        detail::append_where(size, [&](std::size_t c) { return excluded[c] != 0; }, u.restored);
+        detail::append_where(size, [&](std::size_t c) { return (st.pruned[c] != 0) & (now[c] == 0) & (excluded[c] == 0); }, u.released);
     }
 
     void load_state_json(const Net& net, const nlohmann::json& j) {

@@ -21,9 +21,19 @@ namespace psap::measure {
 /// `a` is working memory (its contents are replaced), so that a caller
 /// measuring every group at every step allocates once.
 inline double active_median(std::span<const double> v, std::span<const std::uint8_t> pruned, std::vector<double>& a) {
-    a.clear();
-    for (std::size_t i = 0; i < v.size(); ++i)
-        if (pruned.empty() || !pruned[i]) a.push_back(v[i]);
+    // Branch-free compaction (see detail::append_where): masks are random.
+    a.resize(v.size());
+    std::size_t k = 0;
+    if (pruned.empty()) {
+        std::copy(v.begin(), v.end(), a.begin());
+        k = v.size();
+    } else {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            a[k] = v[i];
+            k += static_cast<std::size_t>(pruned[i] == 0);
+        }
+    }
+    a.resize(k);
     if (a.empty()) return std::nan("");
     const std::size_t h = a.size() / 2;
     std::nth_element(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(h), a.end());

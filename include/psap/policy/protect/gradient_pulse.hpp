@@ -139,7 +139,7 @@ struct gradient_pulse {
             const double med = measure::active_median(mean, st.pruned, work_.median);
             if (!(med > 0)) continue;
             auto& cand = work_.cand;
-            ranked(mean, [&](std::size_t i) { return st.pruned[i] && mean[i] > kappa * med; }, cand);
+            ranked(mean, [&](std::size_t i) { return (st.pruned[i] != 0) & (mean[i] > kappa * med); }, cand);
             pulses_[g] = static_cast<index>(cand.size());
             if (!restore) continue;
             const index cap = std::min<index>({static_cast<index>(std::ceil(restore_fraction * static_cast<double>(q))),
@@ -164,7 +164,7 @@ struct gradient_pulse {
             if (!ctx.restored.empty())
                 for (index c : ctx.restored[g]) restored[static_cast<std::size_t>(c)] = 1;
             auto& cand = work_.cand;
-            ranked(mean, [&](std::size_t i) { return !st.pruned[i] && !restored[i] && mean[i] > kappa_keep * med; }, cand);
+            ranked(mean, [&](std::size_t i) { return (st.pruned[i] == 0) & (restored[i] == 0) & (mean[i] > kappa_keep * med); }, cand);
             const index used = ctx.restored.empty() ? 0 : static_cast<index>(ctx.restored[g].size());
             const index cap = std::min<index>(static_cast<index>(std::floor(rho * static_cast<double>(q))), n - q) - used;
             if (static_cast<index>(cand.size()) > cap) cand.resize(static_cast<std::size_t>(std::max<index>(cap, 0)));
@@ -224,8 +224,7 @@ private:
     template <class Pred>
     static void ranked(const std::vector<double>& stat, Pred keep, std::vector<index>& r) {
         r.clear();
-        for (std::size_t i = 0; i < stat.size(); ++i)
-            if (keep(i)) r.push_back(static_cast<index>(i));
+        detail::append_where(stat.size(), keep, r);
         std::sort(r.begin(), r.end(), [&](index a, index b) {
             const double sa = stat[static_cast<std::size_t>(a)], sb = stat[static_cast<std::size_t>(b)];
             return sa > sb || (!(sb > sa) && a < b);

@@ -43,8 +43,7 @@ namespace detail {
 /// Pruned channel indices of a mask, into r (its memory reused).
 inline void pruned_list(const group_state& s, std::vector<index>& r) {
     r.clear();
-    for (std::size_t i = 0; i < s.pruned.size(); ++i)
-        if (s.pruned[i]) r.push_back(static_cast<index>(i));
+    append_where(s.pruned.size(), [&](std::size_t i) { return s.pruned[i] != 0; }, r);
 }
 inline std::vector<index> pruned_list(const group_state& s) {
     std::vector<index> r;
@@ -117,8 +116,7 @@ struct channel_lists {
         std::vector<std::size_t> ends;
         ends.reserve(groups.size());
         for (const auto& s : groups) {
-            for (std::size_t i = 0; i < s.pruned.size(); ++i)
-                if (s.pruned[i]) data.push_back(static_cast<index>(i));
+            detail::append_where(s.pruned.size(), [&](std::size_t i) { return s.pruned[i] != 0; }, data);
             ends.push_back(data.size());
         }
         lists.reserve(groups.size());

@@ -286,8 +286,10 @@ void check_writes(std::mt19937_64& g) {
 }  // namespace
 
 TEST_CASE("cpu_backend batches: bitwise equal to psap::reduce and to one view at a time, for 1..4 threads") {
-#if defined(PSAP_CPU_SIMD) && defined(__AVX512F__)
-    MESSAGE("reduction path under test: AVX-512");
+#if defined(PSAP_CPU_SIMD) && defined(__AVX512F__) && PSAP_CPU_SIMD_WIDTH == 512
+    MESSAGE("reduction path under test: AVX-512, 512-bit registers");
+#elif defined(PSAP_CPU_SIMD) && defined(__AVX512F__)
+    MESSAGE("reduction path under test: AVX-512, 256-bit registers");
 #elif defined(PSAP_CPU_SIMD)
     MESSAGE("reduction path under test: AVX");
 #else

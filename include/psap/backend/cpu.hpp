@@ -158,8 +158,21 @@ inline void binary_rows(const T* x, index xs, const U* y, index ys, index n, Op 
 // product of two floats, a float difference squared), so fused and unfused
 // multiply-adds give psap::reduce's sums bit for bit.
 #define PSAP_CPU_SIMD 1
+// PSAP_CPU_SIMD_WIDTH (512 or 256) picks the register width of the widening
+// kernels when AVX-512 is there. Zen 4 splits a 512-bit float->double convert
+// over its 256-bit units: the 256-bit form of the same order ran the norm
+// pass in 24.5 us instead of 30.2 (ResNet-56's conv1s, docs/benchmarks.md).
+// Compilers that predate Zen 4 call it znver3 (the only znver3 with AVX-512).
+// Elsewhere, and on Zen 5's full-width units, 512 bits.
+#if !defined(PSAP_CPU_SIMD_WIDTH)
+#if defined(__AVX512F__) && !defined(__znver3__) && !defined(__znver4__)
+#define PSAP_CPU_SIMD_WIDTH 512
+#else
+#define PSAP_CPU_SIMD_WIDTH 256
+#endif
+#endif
 namespace simd {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && PSAP_CPU_SIMD_WIDTH == 512
 struct d8 {
     __m512d v;
 };

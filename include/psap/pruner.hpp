@@ -363,7 +363,7 @@ private:
         auto order = [&](bool honour_shield, std::vector<index>& cand) {
             cand.clear();
             const std::uint8_t honour = honour_shield ? 1 : 0;
-            detail::append_where(size, [&](std::size_t c) { return (excluded[c] == 0) & ((shield[c] & honour) == 0); }, cand);
+            detail::append_where(size, [&](std::size_t c) { return int(excluded[c] == 0) & int((shield[c] & honour) == 0); }, cand);
             if (q > 0 && q < static_cast<index>(cand.size()))
                 std::nth_element(cand.begin(), cand.begin() + (q - 1), cand.end(), [&](index a, index b) {
                     const double sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
@@ -385,9 +385,9 @@ private:
             entry.groups[g].protected_effective = eff;
         }
         detail::append_where(size, [&](std::size_t c) { return now[c] != 0; }, u.pruned);
-        detail::append_where(size, [&](std::size_t c) { return (now[c] != 0) & (st.pruned[c] == 0); }, u.newly_pruned);
+        detail::append_where(size, [&](std::size_t c) { return int(now[c] != 0) & int(st.pruned[c] == 0); }, u.newly_pruned);
         detail::append_where(size, [&](std::size_t c) { return excluded[c] != 0; }, u.restored);
-        detail::append_where(size, [&](std::size_t c) { return (st.pruned[c] != 0) & (now[c] == 0) & (excluded[c] == 0); }, u.released);
+        detail::append_where(size, [&](std::size_t c) { return int(st.pruned[c] != 0) & int(now[c] == 0) & int(excluded[c] == 0); }, u.released);
     }
 
     void load_state_json(const Net& net, const nlohmann::json& j) {

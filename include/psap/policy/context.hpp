@@ -89,7 +89,7 @@ namespace detail {
 /// and thresholds vary channel by channel, so a branch per index is
 /// mispredicted about half the time, which cost more than the whole loop
 /// (measured in docs/benchmarks.md). `keep` should combine its tests with
-/// `&`, not `&&`, for the same reason.
+/// `&` on ints, not `&&`, for the same reason.
 template <class Keep>
 void append_where(std::size_t n, Keep&& keep, std::vector<index>& r) {
     const std::size_t base = r.size();

@@ -150,7 +150,7 @@ struct adaptive_sparsity {
             const double med = measure::active_median(m, pruned);
             if (!(med > 0)) return 0.0;
             index small = 0;
-            for (std::size_t i = 0; i < m.size(); ++i) small += (pruned[i] == 0) & (m[i] < delta * med);
+            for (std::size_t i = 0; i < m.size(); ++i) small += int(pruned[i] == 0) & int(m[i] < delta * med);
             return static_cast<double>(small) / static_cast<double>(grp.size);
         }
         using B = backend_t<typename Net::memory_type>;
@@ -188,7 +188,7 @@ struct adaptive_sparsity {
                     continue;
                 }
                 index small = 0;
-                for (std::size_t i = 0; i < m.size(); ++i) small += (pruned[i] == 0) & (m[i] < delta * med);
+                for (std::size_t i = 0; i < m.size(); ++i) small += int(pruned[i] == 0) & int(m[i] < delta * med);
                 out[g] = static_cast<double>(small) / static_cast<double>(net.groups()[g].size);
             }
             return;

@@ -57,11 +57,13 @@ struct gradient_pulse {
         for (const auto& g : net.groups()) acc_.emplace_back(static_cast<std::size_t>(g.size), 0.0);
         pulses_.assign(acc_.size(), 0);
         count_ = 0;
+        work_.ready = false;
     }
 
     template <class Net>
     void observe(const Net& net, const observe_context<Net>& octx) {
         if (octx.info.iterations_since_step >= window) return;
+        work_.ready = false;
         using B = backend_t<typename Net::memory_type>;
         using T = typename Net::value_type;
         using M = typename Net::memory_type;
@@ -130,16 +132,16 @@ struct gradient_pulse {
     void restores(const Net&, const step_context& ctx, std::span<std::vector<index>> out) {
         std::fill(pulses_.begin(), pulses_.end(), 0);
         if (ctx.info.final_phase || count_ <= 0) return;
+        prepare(ctx);
         for (std::size_t g = 0; g < out.size(); ++g) {
             const auto& st = ctx.groups[g];
             const index n = st.size(), q = st.pruned_count();
             if (q == 0) continue;
-            auto& mean = work_.mean;
-            means(g, mean);
-            const double med = measure::active_median(mean, st.pruned, work_.median);
+            const auto& mean = work_.means[g];
+            const double med = work_.medians[g];
             if (!(med > 0)) continue;
             auto& cand = work_.cand;
-            ranked(mean, [&](std::size_t i) { return (st.pruned[i] != 0) & (mean[i] > kappa * med); }, cand);
+            ranked(mean, [&](std::size_t i) { return int(st.pruned[i] != 0) & int(mean[i] > kappa * med); }, cand);
             pulses_[g] = static_cast<index>(cand.size());
             if (!restore) continue;
             const index cap = std::min<index>({static_cast<index>(std::ceil(restore_fraction * static_cast<double>(q))),
@@ -152,19 +154,19 @@ struct gradient_pulse {
     template <class Net>
     void shield(const Net&, const step_context& ctx, std::span<const index> counts, std::span<std::vector<index>> out) {
         if (ctx.info.final_phase || count_ <= 0 || !protect) return;
+        prepare(ctx);
         for (std::size_t g = 0; g < out.size(); ++g) {
             const auto& st = ctx.groups[g];
             const index n = st.size(), q = counts[g];
-            auto& mean = work_.mean;
-            means(g, mean);
-            const double med = measure::active_median(mean, st.pruned, work_.median);
+            const auto& mean = work_.means[g];
+            const double med = work_.medians[g];
             if (!(med > 0) || q == 0) continue;
             auto& restored = work_.restored;
             restored.assign(static_cast<std::size_t>(n), 0);
             if (!ctx.restored.empty())
                 for (index c : ctx.restored[g]) restored[static_cast<std::size_t>(c)] = 1;
             auto& cand = work_.cand;
-            ranked(mean, [&](std::size_t i) { return (st.pruned[i] == 0) & (restored[i] == 0) & (mean[i] > kappa_keep * med); }, cand);
+            ranked(mean, [&](std::size_t i) { return int(st.pruned[i] == 0) & int(restored[i] == 0) & int(mean[i] > kappa_keep * med); }, cand);
             const index used = ctx.restored.empty() ? 0 : static_cast<index>(ctx.restored[g].size());
             const index cap = std::min<index>(static_cast<index>(std::floor(rho * static_cast<double>(q))), n - q) - used;
             if (static_cast<index>(cand.size()) > cap) cand.resize(static_cast<std::size_t>(std::max<index>(cap, 0)));
@@ -175,9 +177,11 @@ struct gradient_pulse {
     void after_step() {
         for (auto& a : acc_) std::fill(a.begin(), a.end(), 0.0);
         count_ = 0;
+        work_.ready = false;
     }
 
     void reduce(const all_reduce_fn& all_reduce) {
+        work_.ready = false;
         for (auto& a : acc_) all_reduce(a);
         std::span<double> c(&count_, 1);
         all_reduce(c);
@@ -206,6 +210,7 @@ struct gradient_pulse {
             detail::fail("psap::gradient_pulse: the saved statistics do not match the network's groups; the state blob is corrupt");
         acc_ = std::move(acc);
         count_ = j.at("count").get<double>();
+        work_.ready = false;
         pulses_.assign(acc_.size(), 0);
     }
 
@@ -231,9 +236,37 @@ private:
         });
     }
 
+    /// Every group's means and active median, shared by restores() and
+    /// shield() of one step (the same statistics under the same pre-step
+    /// masks). Reused while the statistics are unchanged (observe, reduce,
+    /// after_step and load drop them) and the masks equal the copy kept here.
+    void prepare(const step_context& ctx) {
+        auto& w = work_;
+        std::size_t total = 0;
+        for (const auto& st : ctx.groups) total += st.pruned.size();
+        bool same = w.ready && w.means.size() == ctx.groups.size() && w.masks.size() == total;
+        for (std::size_t g = 0, o = 0; same && g < ctx.groups.size(); o += ctx.groups[g].pruned.size(), ++g)
+            same = std::equal(ctx.groups[g].pruned.begin(), ctx.groups[g].pruned.end(), w.masks.begin() + static_cast<std::ptrdiff_t>(o));
+        if (same) return;
+        w.masks.clear();
+        w.means.resize(ctx.groups.size());
+        w.medians.resize(ctx.groups.size());
+        for (std::size_t g = 0; g < ctx.groups.size(); ++g) {
+            const auto& pruned = ctx.groups[g].pruned;
+            w.masks.insert(w.masks.end(), pruned.begin(), pruned.end());
+            means(g, w.means[g]);
+            w.medians[g] = measure::active_median(w.means[g], pruned, w.median);
+        }
+        w.ready = true;
+    }
+
     /// Per-step working memory (no state).
     struct workspace {
-        std::vector<double> mean, median;
+        std::vector<std::vector<double>> means;  ///< g_i of every group (prepare)
+        std::vector<double> medians;             ///< median of the active g_i (prepare)
+        std::vector<std::uint8_t> masks;         ///< the masks they were computed under
+        bool ready = false;
+        std::vector<double> median;
         std::vector<index> cand;
         std::vector<std::uint8_t> restored;
     };

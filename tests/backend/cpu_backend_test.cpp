@@ -382,3 +382,32 @@ TEST_CASE("cpu_threading: settings round-trip; small calls stay on the calling t
 #endif
     cpu_threading::set(saved);
 }
+
+TEST_CASE("sqrt_each and add_bn_folded: bitwise equal to the scalar loops, NaN, -0 and negative variances included") {
+    std::mt19937_64 g(psap_test::seed());
+    std::uniform_real_distribution<double> u(-2.0, 4.0);
+    const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+    const double special[] = {0.0, -0.0, nan, inf, -inf, -1e-300, 1e-300, 1.0};
+    auto same = [](double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0 || (std::isnan(a) && std::isnan(b)); };
+    for (std::size_t n : {0u, 1u, 3u, 4u, 5u, 8u, 15u, 64u, 67u}) {
+        CAPTURE(n);
+        auto fill = [&](std::vector<double>& v) {
+            v.resize(n);
+            for (auto& x : v) x = (g() % 5 == 0) ? special[g() % std::size(special)] : u(g);
+        };
+        std::vector<double> x, gamma, norm, var, out;
+        fill(x), fill(gamma), fill(norm), fill(var), fill(out);
+        std::vector<double> xs = x;
+        psap::cpu_detail::sqrt_each(xs);
+        for (std::size_t i = 0; i < n; ++i) CHECK(same(xs[i], std::sqrt(x[i])));
+        for (bool unit : {false, true}) {
+            CAPTURE(unit);
+            const double eps = unit ? 1e-3 : 1e-5;
+            std::vector<double> got = out, want = out;
+            psap::cpu_detail::add_bn_folded(got, gamma, norm, unit ? std::span<const double>() : std::span<const double>(var), eps);
+            for (std::size_t i = 0; i < n; ++i)
+                want[i] += std::abs(gamma[i]) * norm[i] / std::sqrt(std::max(unit ? 1.0 : var[i], 0.0) + eps);
+            for (std::size_t i = 0; i < n; ++i) CHECK(same(got[i], want[i]));
+        }
+    }
+}

@@ -334,6 +334,38 @@ void distance_row(matrix_view<T> w, index i, double* out) {
     }
 }
 
+/// x[i] = sqrt(x[i]). Vector square roots are correctly rounded, like
+/// std::sqrt, so the values are the same bit for bit; compilers that honour
+/// errno do not vectorise std::sqrt themselves, and the scalar root's
+/// throughput was most of lp_norm::score.
+inline void sqrt_each(std::span<double> x) {
+    std::size_t i = 0;
+#if defined(PSAP_CPU_SIMD)
+    for (; i + 4 <= x.size(); i += 4) _mm256_storeu_pd(x.data() + i, _mm256_sqrt_pd(_mm256_loadu_pd(x.data() + i)));
+#endif
+    for (; i < x.size(); ++i) x[i] = std::sqrt(x[i]);
+}
+
+/// out[i] += |gamma[i]| * norm[i] / sqrt(max(var[i], 0) + eps), var = 1 when
+/// `var` is empty: a filter norm scaled by the batch norm that follows it.
+/// The same operations in the same order as the scalar loop (IEEE: the
+/// same values); max(0, v) keeps std::max(v, 0.0)'s NaN and -0.
+inline void add_bn_folded(std::span<double> out, std::span<const double> gamma, std::span<const double> norm,
+                          std::span<const double> var, double eps) {
+    std::size_t i = 0;
+#if defined(PSAP_CPU_SIMD)
+    const __m256d sign = _mm256_set1_pd(-0.0), zero = _mm256_setzero_pd(), e = _mm256_set1_pd(eps), one = _mm256_set1_pd(1.0);
+    for (; i + 4 <= out.size(); i += 4) {
+        const __m256d g = _mm256_andnot_pd(sign, _mm256_loadu_pd(gamma.data() + i));
+        const __m256d v = var.empty() ? one : _mm256_max_pd(zero, _mm256_loadu_pd(var.data() + i));  // 0 > v ? 0 : v
+        const __m256d t = _mm256_div_pd(_mm256_mul_pd(g, _mm256_loadu_pd(norm.data() + i)), _mm256_sqrt_pd(_mm256_add_pd(v, e)));
+        _mm256_storeu_pd(out.data() + i, _mm256_add_pd(_mm256_loadu_pd(out.data() + i), t));
+    }
+#endif
+    for (; i < out.size(); ++i)
+        out[i] += std::abs(gamma[i]) * norm[i] / std::sqrt(std::max(var.empty() ? 1.0 : var[i], 0.0) + eps);
+}
+
 /// True when every element of the row is finite: x * 0 is (+-)0 for a finite
 /// x and NaN otherwise; lanes keep it free of one long dependency chain.
 template <int L = 128, class T>

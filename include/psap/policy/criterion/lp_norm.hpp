@@ -50,14 +50,12 @@ struct lp_norm {
             for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
                 const auto& mv = mem.views[k];
                 const auto n = norm[k];
-                if constexpr (P == 2)
-                    for (auto& x : n) x = std::sqrt(x);
+                if constexpr (P == 2) cpu_detail::sqrt_each(n);
                 if (fold_bn && mv.bn) {
-                    const auto ga = gamma[k];
                     // Without running statistics the fold uses variance 1 (no rescaling).
                     const bool unit = mv.bn->running_var.empty();
-                    for (std::size_t i = 0; i < out.size(); ++i)
-                        out[i] += std::abs(ga[i]) * n[i] / std::sqrt(std::max(unit ? 1.0 : var[k][i], 0.0) + mv.bn->eps);
+                    cpu_detail::add_bn_folded(out, gamma[k], n, unit ? std::span<const double>() : std::span<const double>(var[k]),
+                                              mv.bn->eps);
                 } else {
                     for (std::size_t i = 0; i < out.size(); ++i) out[i] += n[i];
                 }

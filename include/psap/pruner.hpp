@@ -358,29 +358,30 @@ private:
                              "', which is not an active channel");
             shield[static_cast<std::size_t>(c)] = 1;
         }
-        // The candidates with the q lowest (score, index) first, in any order:
-        // a strict total order, so the set is the one a stable sort would give.
-        auto order = [&](bool honour_shield, std::vector<index>& cand) {
-            cand.clear();
-            const std::uint8_t honour = honour_shield ? 1 : 0;
-            detail::append_where(size, [&](std::size_t c) { return int(excluded[c] == 0) & int((shield[c] & honour) == 0); }, cand);
-            if (q > 0 && q < static_cast<index>(cand.size()))
-                std::nth_element(cand.begin(), cand.begin() + (q - 1), cand.end(), [&](index a, index b) {
-                    const double sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
-                    return sa < sb || (!(sb < sa) && a < b);
-                });
+        // Strict total order on (score, index): the q lowest are the set a stable sort would give.
+        const auto below = [&](index a, index b) {
+            const double sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
+            return sa < sb || (!(sb < sa) && a < b);
         };
         auto& cand = scratch_.cand;
-        order(true, cand);
+        cand.clear();
+        detail::append_where(size, [&](std::size_t c) { return int(excluded[c] == 0) & int(shield[c] == 0); }, cand);
         if (static_cast<index>(cand.size()) < q)
             detail::fail("psap::pruner: group '", net.groups()[g].name, "' has ", cand.size(), " candidates for ", q,
                          " pruned channels; the protector shielded too many (restored + shielded must be <= size - q)");
+        if (q > 0 && q < static_cast<index>(cand.size())) std::nth_element(cand.begin(), cand.begin() + (q - 1), cand.end(), below);
         for (index k = 0; k < q; ++k) now[static_cast<std::size_t>(cand[static_cast<std::size_t>(k)])] = 1;
         if (!shielded.empty()) {
-            auto& unshielded = scratch_.unshielded;
-            order(false, unshielded);
+            // The unshielded selection's q lowest lie within the q selected (S)
+            // and the shielded (H): any other candidate ranks above all of S.
+            // So h in H is among them iff fewer than q of S and H rank below it.
             index eff = 0;
-            for (index k = 0; k < q; ++k) eff += shield[static_cast<std::size_t>(unshielded[static_cast<std::size_t>(k)])];
+            for (index h : shielded) {
+                index rank = 0;
+                for (index k = 0; k < q; ++k) rank += below(cand[static_cast<std::size_t>(k)], h);
+                for (index o : shielded) rank += below(o, h);
+                eff += rank < q;
+            }
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
         }
@@ -577,7 +578,7 @@ private:
         std::vector<std::vector<index>> restored, shielded;
         std::vector<std::vector<double>> scores;
         std::vector<std::uint8_t> excluded, shield, now;
-        std::vector<index> cand, unshielded, kept;
+        std::vector<index> cand, kept;
         std::vector<group_update> updates;
         schedule_plan plan;
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;

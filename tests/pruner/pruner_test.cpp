@@ -12,7 +12,10 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <barrier>
+#include <numeric>
+#include <random>
 #include <cmath>
 #include <span>
 #include <string>
@@ -128,6 +131,84 @@ TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pru
               "");                         // the whole log, restored part included
         CHECK(resumed.same_values(full));  // bitwise: same snapshots, same restores
     }
+}
+
+/// Seeded scores with many ties (four values), kept for the test to check.
+struct tied_scores {
+    std::uint64_t seed = 1;
+    std::vector<std::vector<double>> last;
+    template <class Net>
+    void score(const Net&, const psap::step_context& ctx, std::span<std::vector<double>> out) {
+        std::mt19937_64 g(seed + static_cast<std::uint64_t>(ctx.info.step));
+        for (auto& s : out)
+            for (auto& x : s) x = static_cast<double>(g() % 4);
+        last.assign(out.begin(), out.end());
+    }
+};
+/// Shields a seeded random set of active channels, up to size - q; restores nothing.
+struct random_shield {
+    std::uint64_t seed = 1;
+    std::vector<std::vector<index>> last;
+    template <class Net>
+    void restores(const Net&, const psap::step_context&, std::span<std::vector<index>>) {}
+    template <class Net>
+    void shield(const Net&, const psap::step_context& ctx, std::span<const index> counts, std::span<std::vector<index>> out) {
+        std::mt19937_64 g(seed + 7919 * static_cast<std::uint64_t>(ctx.info.step));
+        for (std::size_t k = 0; k < out.size(); ++k) {
+            const auto& st = ctx.groups[k];
+            std::vector<index> active;
+            for (index c = 0; c < st.size(); ++c)
+                if (!st.pruned[static_cast<std::size_t>(c)]) active.push_back(c);
+            std::shuffle(active.begin(), active.end(), g);
+            const auto cap = static_cast<std::size_t>(std::min<index>(static_cast<index>(active.size()), st.size() - counts[k]));
+            active.resize(static_cast<std::size_t>(g() % (cap + 1)));
+            out[k] = active;
+        }
+        last.assign(out.begin(), out.end());
+    }
+};
+
+TEST_CASE("selection with shielded channels and tied scores: the q lowest (score, index) of the rest; protected_effective "
+          "counts the shielded among the q lowest of all, as a full sort gives") {
+    const auto seed = psap_test::seed() + 950;
+    CAPTURE(seed);
+    model<float> m(bn_spec(seed));
+    m.fill_random(seed);
+    psap::uniform sched;
+    sched.ramp = psap::ramp_shape::linear;
+    psap::pruner<psap::uniform, tied_scores, random_shield, psap::hard> p({{budget_kind::filters, 0.6}, 12}, sched,
+                                                                          tied_scores{seed, {}}, random_shield{seed + 1, {}}, {});
+    index shielded_total = 0, effective_total = 0;
+    for (int epoch = 1; epoch <= 10; ++epoch) {
+        const auto& e = p.step(m.net(), epoch);
+        const auto& scores = p.criterion().last;
+        const auto& shields = p.protector().last;
+        for (std::size_t k = 0; k < e.groups.size(); ++k) {
+            CAPTURE(epoch);
+            CAPTURE(k);
+            const auto& d = e.groups[k];
+            const auto& sc = scores[k];
+            const auto n = static_cast<index>(sc.size());
+            std::vector<index> all(static_cast<std::size_t>(n)), rest;
+            std::iota(all.begin(), all.end(), index{0});
+            std::stable_sort(all.begin(), all.end(), [&](index a, index b) { return sc[static_cast<std::size_t>(a)] < sc[static_cast<std::size_t>(b)]; });
+            const auto is_shielded = [&](index c) { return std::find(shields[k].begin(), shields[k].end(), c) != shields[k].end(); };
+            for (index c : all)
+                if (!is_shielded(c)) rest.push_back(c);
+            std::vector<std::uint8_t> want(static_cast<std::size_t>(n), 0);
+            for (index j = 0; j < d.target; ++j) want[static_cast<std::size_t>(rest[static_cast<std::size_t>(j)])] = 1;
+            CHECK(p.groups()[k].pruned == want);
+            index eff = 0;
+            for (index j = 0; j < d.target; ++j) eff += is_shielded(all[static_cast<std::size_t>(j)]);
+            CHECK(d.protected_count == static_cast<index>(shields[k].size()));
+            CHECK(d.protected_effective == eff);
+            shielded_total += d.protected_count;
+            effective_total += eff;
+        }
+    }
+    MESSAGE("shielded " << shielded_total << ", of them effective " << effective_total);
+    CHECK(effective_total > 0);  // the case is not vacuous
+    CHECK(effective_total < shielded_total);
 }
 
 /// PSAP's pieces with hand-set parameters: uniform allocation at 40% of filters,

@@ -411,3 +411,38 @@ TEST_CASE("sqrt_each and add_bn_folded: bitwise equal to the scalar loops, NaN, 
         }
     }
 }
+
+TEST_CASE_TEMPLATE("first_nonfinite on vectors: the first NaN or +-Inf, contiguous and strided; the largest finite value is finite", T, float, double) {
+    std::mt19937_64 g(psap_test::seed() + 31);
+    const T specials_bad[] = {std::numeric_limits<T>::quiet_NaN(), -std::numeric_limits<T>::quiet_NaN(),
+                              std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity()};
+    const T specials_ok[] = {std::numeric_limits<T>::max(), -std::numeric_limits<T>::max(), std::numeric_limits<T>::denorm_min(),
+                             T(-0.0), std::numeric_limits<T>::min()};
+    std::vector<psap::vector_view<const T>> views;
+    std::vector<std::vector<T>> store;
+    std::vector<idx> expect;
+    for (int rep = 0; rep < 200; ++rep) {
+        const idx n = static_cast<idx>(g() % 71), stride = 1 + static_cast<idx>(g() % 2) * static_cast<idx>(g() % 3);
+        std::vector<T> buf(static_cast<std::size_t>(std::max<idx>(n * stride, 1)), T(0.25));
+        for (idx i = 0; i < n; ++i)
+            if (g() % 4 == 0) buf[static_cast<std::size_t>(i * stride)] = specials_ok[g() % std::size(specials_ok)];
+        const int hits = static_cast<int>(g() % 3);
+        for (int h = 0; h < hits && n > 0; ++h)
+            buf[static_cast<std::size_t>(static_cast<idx>(g() % static_cast<std::uint64_t>(n)) * stride)] = specials_bad[g() % std::size(specials_bad)];
+        idx first = -1;
+        for (idx i = 0; i < n && first < 0; ++i)
+            if (!std::isfinite(static_cast<double>(buf[static_cast<std::size_t>(i * stride)]))) first = i;
+        store.push_back(std::move(buf));
+        views.emplace_back(store.back().data(), n, stride);
+        expect.push_back(first);
+        CAPTURE(n);
+        CAPTURE(stride);
+        CHECK(cpu_backend::first_nonfinite(views.back()) == first);
+    }
+    std::vector<idx> got(views.size(), 99);
+    cpu_backend::first_nonfinite_batch(std::span<const psap::vector_view<const T>>(views), std::span<idx>(got));
+    CHECK(got == expect);
+    const auto poisoned = std::count_if(expect.begin(), expect.end(), [](idx e) { return e >= 0; });
+    CHECK(poisoned > 20);  // both outcomes are exercised
+    CHECK(poisoned < 180);
+}

@@ -206,7 +206,7 @@ public:
         kept.resize(n);
         for (std::size_t g = 0; g < n; ++g) kept[g] = groups_[g].size() - groups_[g].pruned_count();
         entry.achieved = costs_.evaluate(kept);
-        entry.reduction = costs_.reduction(options_.target.kind, kept);
+        entry.reduction = costs_.reduction(options_.target.kind, entry.achieved);
         entry.groups.resize(n);
         for (std::size_t g = 0; g < n; ++g) {
             auto& d = entry.groups[g];

@@ -108,9 +108,11 @@ public:
     }
 
     /// Fraction of the full cost of kind k removed when keeping kept[g].
-    double reduction(budget_kind k, std::span<const index> kept) const {
+    double reduction(budget_kind k, std::span<const index> kept) const { return reduction(k, evaluate(kept)); }
+    /// The same for a cost already evaluated.
+    double reduction(budget_kind k, const cost& c) const {
         const auto f = full_.of(k);
-        return f == 0 ? 0.0 : 1.0 - static_cast<double>(evaluate(kept).of(k)) / static_cast<double>(f);
+        return f == 0 ? 0.0 : 1.0 - static_cast<double>(c.of(k)) / static_cast<double>(f);
     }
 
     /// Per-layer widths under kept counts (for reports and compaction).

@@ -385,10 +385,17 @@ private:
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
         }
-        detail::append_where(size, [&](std::size_t c) { return now[c] != 0; }, u.pruned);
-        detail::append_where(size, [&](std::size_t c) { return int(now[c] != 0) & int(st.pruned[c] == 0); }, u.newly_pruned);
-        detail::append_where(size, [&](std::size_t c) { return excluded[c] != 0; }, u.restored);
-        detail::append_where(size, [&](std::size_t c) { return int(st.pruned[c] != 0) & int(now[c] == 0) & int(excluded[c] == 0); }, u.released);
+        // The four lists in one branch-free pass (see detail::append_where).
+        auto &pr = u.pruned, &np = u.newly_pruned, &rs = u.restored, &rl = u.released;
+        pr.resize(size), np.resize(size), rs.resize(size), rl.resize(size);
+        std::size_t kp = 0, kn = 0, kr = 0, kl = 0;
+        for (std::size_t c = 0; c < size; ++c) {
+            const auto ci = static_cast<index>(c);
+            const unsigned was = st.pruned[c] != 0, is = now[c] != 0, back = excluded[c] != 0;
+            pr[kp] = ci, np[kn] = ci, rs[kr] = ci, rl[kl] = ci;
+            kp += is, kn += is & (was ^ 1u), kr += back, kl += was & ((is | back) ^ 1u);
+        }
+        pr.resize(kp), np.resize(kn), rs.resize(kr), rl.resize(kl);
     }
 
     void load_state_json(const Net& net, const nlohmann::json& j) {

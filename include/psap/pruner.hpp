@@ -347,16 +347,16 @@ private:
                 const std::vector<index>& shielded, group_update& u, step_log& entry) const {
         const auto& st = groups_[g];
         const auto size = static_cast<std::size_t>(st.size());
-        auto& excluded = scratch_.excluded;  // the restored channels
-        auto& shield = scratch_.shield;
-        auto& now = scratch_.now;
-        excluded.assign(size, 0), shield.assign(size, 0), now.assign(size, 0);
-        for (index c : restored) excluded[static_cast<std::size_t>(c)] = 1;
+        // Per channel: restored (excluded from selection), shielded, selected now.
+        constexpr std::uint8_t restored_bit = 1, shield_bit = 2, now_bit = 4;
+        auto& flag = scratch_.flags;
+        flag.assign(size, 0);
+        for (index c : restored) flag[static_cast<std::size_t>(c)] = restored_bit;
         for (index c : shielded) {
-            if (c < 0 || static_cast<std::size_t>(c) >= size || st.pruned[static_cast<std::size_t>(c)] || excluded[static_cast<std::size_t>(c)])
+            if (c < 0 || static_cast<std::size_t>(c) >= size || st.pruned[static_cast<std::size_t>(c)] || flag[static_cast<std::size_t>(c)])
                 detail::fail("psap::pruner: the protector shielded channel ", c, " of group '", net.groups()[g].name,
                              "', which is not an active channel");
-            shield[static_cast<std::size_t>(c)] = 1;
+            flag[static_cast<std::size_t>(c)] = shield_bit;
         }
         // Strict total order on (score, index): the q lowest are the set a stable sort would give.
         const auto below = [&](index a, index b) {
@@ -365,12 +365,12 @@ private:
         };
         auto& cand = scratch_.cand;
         cand.clear();
-        detail::append_where(size, [&](std::size_t c) { return int(excluded[c] == 0) & int(shield[c] == 0); }, cand);
+        detail::append_where(size, [&](std::size_t c) { return flag[c] == 0; }, cand);
         if (static_cast<index>(cand.size()) < q)
             detail::fail("psap::pruner: group '", net.groups()[g].name, "' has ", cand.size(), " candidates for ", q,
                          " pruned channels; the protector shielded too many (restored + shielded must be <= size - q)");
         if (q > 0 && q < static_cast<index>(cand.size())) std::nth_element(cand.begin(), cand.begin() + (q - 1), cand.end(), below);
-        for (index k = 0; k < q; ++k) now[static_cast<std::size_t>(cand[static_cast<std::size_t>(k)])] = 1;
+        for (index k = 0; k < q; ++k) flag[static_cast<std::size_t>(cand[static_cast<std::size_t>(k)])] = now_bit;
         if (!shielded.empty()) {
             // The unshielded selection's q lowest lie within the q selected (S)
             // and the shielded (H): any other candidate ranks above all of S.
@@ -391,7 +391,7 @@ private:
         std::size_t kp = 0, kn = 0, kr = 0, kl = 0;
         for (std::size_t c = 0; c < size; ++c) {
             const auto ci = static_cast<index>(c);
-            const unsigned was = st.pruned[c] != 0, is = now[c] != 0, back = excluded[c] != 0;
+            const unsigned was = st.pruned[c] != 0, is = (flag[c] & now_bit) != 0, back = (flag[c] & restored_bit) != 0;
             pr[kp] = ci, np[kn] = ci, rs[kr] = ci, rl[kl] = ci;
             kp += is, kn += is & (was ^ 1u), kr += back, kl += was & ((is | back) ^ 1u);
         }
@@ -431,7 +431,9 @@ private:
     }
 
     void check_scores(const Net& net, const std::vector<std::vector<double>>& scores) const {
-        for (std::size_t g = 0; g < scores.size(); ++g)
+        for (std::size_t g = 0; g < scores.size(); ++g) {
+            // one branch-free pass per group; the loop below only names the bad score
+            if (cpu_detail::short_finite(scores[g].data(), static_cast<index>(scores[g].size()))) continue;
             for (std::size_t c = 0; c < scores[g].size(); ++c)
                 if (!std::isfinite(scores[g][c])) {
                     // a non-finite weight is the likely cause: name its layer and filter
@@ -439,6 +441,7 @@ private:
                     detail::fail("psap::pruner: the criterion scored channel ", c, " of group '", net.groups()[g].name, "' as ",
                                  scores[g][c], "; check the weights and gradients of the group's layers for NaN/Inf");
                 }
+        }
     }
 
     /// Every layer's weights and BN gamma/beta, scanned in one batched call
@@ -485,16 +488,19 @@ private:
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
-        std::vector<index> order;  // member layers, first occurrence in (group, member) order
-        std::vector<std::uint8_t> seen(net.layers().size(), 0);
+        auto& order = scratch_.order;  // member layers, first occurrence in (group, member) order
+        auto& seen = scratch_.seen;
+        order.clear();
+        seen.assign(net.layers().size(), 0);
         for (const auto& g : net.groups())
             for (const auto& m : g.members)
                 if (!seen[static_cast<std::size_t>(m.layer)]) {
                     seen[static_cast<std::size_t>(m.layer)] = 1;
                     order.push_back(m.layer);
                 }
-        std::vector<W> ws;
-        std::vector<V> vs;
+        auto& ws = scratch_.weights;
+        auto& vs = scratch_.vectors;
+        ws.clear(), vs.clear();
         for (index li : order) {
             const auto& l = net.layers()[static_cast<std::size_t>(li)];
             if (l.bn) {
@@ -504,7 +510,8 @@ private:
                 ws.push_back(l.grad);
             }
         }
-        std::vector<index> wr(ws.size()), vr(vs.size());
+        auto &wr = scratch_.weight_rows, &vr = scratch_.vector_rows;
+        wr.resize(ws.size()), vr.resize(vs.size());
         B::first_nonfinite_rows(std::span<const W>(ws), std::span<index>(wr));
         B::first_nonfinite_batch(std::span<const V>(vs), std::span<index>(vr));
         std::size_t w = 0, v = 0;
@@ -584,13 +591,15 @@ private:
     struct step_scratch {
         std::vector<std::vector<index>> restored, shielded;
         std::vector<std::vector<double>> scores;
-        std::vector<std::uint8_t> excluded, shield, now;
+        std::vector<std::uint8_t> flags;
         std::vector<index> cand, kept;
         std::vector<group_update> updates;
         schedule_plan plan;
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
         std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
         std::vector<index> weight_rows, vector_rows;
+        std::vector<index> order;  ///< check_gradients
+        std::vector<std::uint8_t> seen;
     };
     mutable step_scratch scratch_;
     std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member

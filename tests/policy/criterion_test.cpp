@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -100,6 +101,38 @@ TEST_CASE("l2 fold_bn on a group without batch norm is the raw norm") {
     CHECK(s[0] == doctest::Approx(5));
     CHECK(s[1] == doctest::Approx(1));
     CHECK(s[2] == 0);
+}
+
+TEST_CASE("lp_norm keeps working memory across calls: reused on networks of other shapes and element types, and copied, it scores like a fresh one") {
+    const auto seed = psap_test::seed() + 41;
+    CAPTURE(seed);
+    model<float> a(random_spec(seed)), b(random_spec(seed + 1, {.all_bn = true, .min_width = 30, .max_width = 60}));
+    model<double> c(random_spec(seed + 2));
+    harness<net_t> ha(a.net()), hb(b.net());
+    harness<psap::network<double>> hc(c.net());
+    auto fresh = [](auto& h) {
+        psap::l2_norm l2{.fold_bn = true};
+        auto s = h.new_scores();
+        l2.score(h.net, h.ctx(), s);
+        return s;
+    };
+    const auto want_a = fresh(ha), want_b = fresh(hb), want_c = fresh(hc);
+    psap::l2_norm used{.fold_bn = true};
+    auto again = [&](psap::l2_norm& l2, auto& h) {
+        auto s = h.new_scores();
+        l2.score(h.net, h.ctx(), s);
+        return s;
+    };
+    CHECK(again(used, hb) == want_b);
+    CHECK(again(used, ha) == want_a);  // a smaller network after a larger one
+    CHECK(again(used, hc) == want_c);  // another element type
+    CHECK(again(used, hb) == want_b);
+    psap::l2_norm copy = used;  // the copy holds no memory of the original
+    CHECK(again(copy, ha) == want_a);
+    CHECK(again(used, hb) == want_b);
+    psap::l2_norm moved = std::move(copy);
+    CHECK(again(moved, hc) == want_c);
+    CHECK(again(copy, hb) == want_b);  // NOLINT(bugprone-use-after-move): a moved-from policy still works
 }
 
 TEST_CASE("fpgm: the geometric-median distance, by hand and against a brute-force double loop") {

@@ -14,6 +14,7 @@
 #include <support/model.hpp>
 #include <support/policy_harness.hpp>
 #include <support/random_net.hpp>
+#include <support/resnet.hpp>
 #include <support/seed.hpp>
 
 #include <doctest/doctest.h>
@@ -146,6 +147,28 @@ psap::allocation bisect_every_group(const psap::cost_model& costs, budget_kind k
     return a;
 }
 
+/// A desired ratio around a rate-limited previous ratio, as adaptive_sparsity forms them.
+void random_window(rng& r, std::vector<double>& d, std::vector<double>& lo, std::vector<double>& hi, std::size_t g) {
+    const double prev = r.uniform(0.0, 0.8);
+    d[g] = prev + r.uniform(-0.3, 0.3);
+    lo[g] = std::max(0.0, prev - 0.1);
+    hi[g] = std::min(0.8, prev + 0.1);
+}
+
+/// allocate() against bisect_every_group() on one case: the same midpoints, bit for bit.
+void check_against_reference(const psap::cost_model& costs, std::uint64_t k, rng& r, double max_target, index multiple,
+                             const std::vector<double>& d, const std::vector<double>& lo, const std::vector<double>& hi) {
+    const budget_kind kind = std::array{budget_kind::flops, budget_kind::params, budget_kind::filters}[k % 3];
+    const double target = r.uniform(0.02, max_target);
+    CAPTURE(target);
+    CAPTURE(multiple);
+    const auto got = psap::allocate(costs, kind, target, d, lo, hi, multiple);
+    const auto want = bisect_every_group(costs, kind, target, d, lo, hi, multiple);
+    CHECK(got.feasible == want.feasible);
+    CHECK(got.mu == want.mu);
+    CHECK(got.count == want.count);
+}
+
 TEST_CASE("allocate: the same mu and counts as a bisection that recomputes every group at every midpoint") {
     for (std::uint64_t k = 0; k < 60; ++k) {
         const auto seed = psap_test::seed() + 700 + k;
@@ -154,24 +177,34 @@ TEST_CASE("allocate: the same mu and counts as a bisection that recomputes every
         rng r(seed);
         const psap::cost_model costs(m.net());
         const std::size_t n = costs.group_count();
-        const budget_kind kind = std::array{budget_kind::flops, budget_kind::params, budget_kind::filters}[k % 3];
-        const double target = r.uniform(0.02, 0.7);
-        const index multiple = k % 5 == 4 ? 4 : 1;
         std::vector<double> d(n), lo(n), hi(n);
-        for (std::size_t g = 0; g < n; ++g) {
-            // desired ratios around a rate-limited previous ratio, as adaptive_sparsity forms them
-            const double prev = r.uniform(0.0, 0.8);
-            d[g] = prev + r.uniform(-0.3, 0.3);
-            lo[g] = std::max(0.0, prev - 0.1);
-            hi[g] = std::min(0.8, prev + 0.1);
+        for (std::size_t g = 0; g < n; ++g) random_window(r, d, lo, hi, g);
+        check_against_reference(costs, k, r, 0.7, k % 5 == 4 ? 4 : 1, d, lo, hi);
+    }
+}
+
+TEST_CASE("allocate: runs of equal groups (ResNet-56 stages, a uniform solve) give the reference bisection's mu and counts") {
+    // allocate() evaluates one group of each run of consecutive groups with
+    // equal desired ratio, bounds and size; the reference evaluates all.
+    model<float> m(cifar_resnet({.n = 9}));
+    const psap::cost_model costs(m.net());
+    const std::size_t n = costs.group_count();
+    REQUIRE(n == 27);
+    for (std::uint64_t k = 0; k < 90; ++k) {
+        const auto seed = psap_test::seed() + 900 + k;
+        CAPTURE(seed);
+        rng r(seed);
+        // pattern 0: a uniform solve (d = 0, one window); 1: one ratio and
+        // window per stage; 2: runs of random length
+        const std::uint64_t pattern = (k / 3) % 3;
+        std::vector<double> d(n, 0.0), lo(n, 0.0), hi(n, 0.8);
+        for (std::size_t g = 0; pattern != 0 && g < n; ++g) {
+            if (g > 0 && (pattern == 1 ? g % 9 != 0 : r.uniform() >= 0.3))
+                d[g] = d[g - 1], lo[g] = lo[g - 1], hi[g] = hi[g - 1];
+            else
+                random_window(r, d, lo, hi, g);
         }
-        CAPTURE(target);
-        CAPTURE(multiple);
-        const auto got = psap::allocate(costs, kind, target, d, lo, hi, multiple);
-        const auto want = bisect_every_group(costs, kind, target, d, lo, hi, multiple);
-        CHECK(got.feasible == want.feasible);
-        CHECK(got.mu == want.mu);  // the same midpoints, bit for bit
-        CHECK(got.count == want.count);
+        check_against_reference(costs, k, r, 0.75, k % 5 == 4 ? 8 : 1, d, lo, hi);
     }
 }
 

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace psap::measure {
@@ -106,8 +108,12 @@ struct members {
     std::vector<member_views<T, M>> views;  ///< group 0's members, then group 1's, ...
     std::vector<std::size_t> first;         ///< group g's members are views[first[g] .. first[g + 1])
 
-    explicit members(const Net& net) {
+    members() = default;
+    explicit members(const Net& net) { assign(net); }
+    /// Gathers `net`'s members again, reusing this object's memory.
+    void assign(const Net& net) {
         const auto& gs = net.groups();
+        views.clear(), first.clear();
         first.reserve(gs.size() + 1);
         for (std::size_t g = 0; g < gs.size(); ++g) {
             first.push_back(views.size());
@@ -154,41 +160,64 @@ struct slices {
     std::span<double> operator[](std::size_t k) const noexcept { return spans[k]; }
 };
 
+/// The lists a batched measurement gathers (output sizes, source views,
+/// destination spans); a caller that measures at every step keeps one.
+template <class Net>
+struct gather_buffers {
+    std::vector<std::size_t> sizes;
+    std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
+    std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> paired;  ///< second operands (row dots)
+    std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
+    std::vector<std::span<double>> dst;
+};
+
 /// Channels of the group of every member (the output sizes of a per-member batch).
 template <class Net>
-std::vector<std::size_t> member_sizes(const Net& net, const members<Net>& mem) {
-    std::vector<std::size_t> s;
+void member_sizes(const Net& net, const members<Net>& mem, std::vector<std::size_t>& s) {
+    s.clear();
     s.reserve(mem.count());
     for (std::size_t g = 0; g < mem.groups(); ++g)
         for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) s.push_back(static_cast<std::size_t>(net.groups()[g].size));
+}
+template <class Net>
+std::vector<std::size_t> member_sizes(const Net& net, const members<Net>& mem) {
+    std::vector<std::size_t> s;
+    member_sizes(net, mem, s);
     return s;
 }
 
 /// Per member, the 1-norm (p = 1) or squared 2-norm (p = 2) of each filter,
-/// in one batched call; members for which include(k) is false are skipped
-/// (empty span).
+/// in one batched call, into `out` (its memory reused); members for which
+/// include(k) is false are skipped (empty span).
 template <class Net, class Include>
-slices member_row_norms(const Net& net, const members<Net>& mem, int p, Include include) {
+void member_row_norms(const Net& net, const members<Net>& mem, int p, Include include, slices& out, gather_buffers<Net>& buf) {
     using B = backend_t<typename Net::memory_type>;
     using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
-    auto sizes = member_sizes(net, mem);
-    std::vector<W> w;
-    w.reserve(mem.count());
+    auto& sizes = buf.sizes;
+    auto& w = buf.weights;
+    auto& dst = buf.dst;
+    member_sizes(net, mem, sizes);
+    w.clear();
     for (std::size_t k = 0; k < mem.count(); ++k) {
         if (include(k))
             w.push_back(mem.views[k].weight);
         else
             sizes[k] = 0;
     }
-    slices out(sizes);
-    std::vector<std::span<double>> dst;
-    dst.reserve(w.size());
+    out.resize(sizes);
+    dst.clear();
     for (std::size_t k = 0; k < mem.count(); ++k)
         if (include(k)) dst.push_back(out[k]);
     if (p == 1)
         B::row_abs_sums_batch(std::span<const W>(w), std::span<const std::span<double>>(dst));
     else
         B::row_sq_norms_batch(std::span<const W>(w), std::span<const std::span<double>>(dst));
+}
+template <class Net, class Include>
+slices member_row_norms(const Net& net, const members<Net>& mem, int p, Include include) {
+    slices out;
+    gather_buffers<Net> buf;
+    member_row_norms(net, mem, p, include, out, buf);
     return out;
 }
 template <class Net>
@@ -217,14 +246,17 @@ std::vector<std::vector<double>> filter_norms_all(const Net& net, int p) {
 }
 
 /// Reads one BN vector of every member that has batch norm (`pick` selects
-/// it, e.g. &batch_norm_views<T, M>::gamma), in one batched call. Members
-/// without batch norm get an empty span.
+/// it, e.g. &batch_norm_views<T, M>::gamma), in one batched call, into `out`
+/// (its memory reused). Members without batch norm get an empty span.
 template <class Net, class Pick>
-slices read_member_bn(const Net& net, const members<Net>& mem, Pick pick) {
+void read_member_bn(const Net& net, const members<Net>& mem, Pick pick, slices& out, gather_buffers<Net>& buf) {
     using B = backend_t<typename Net::memory_type>;
     using V = vector_view<typename Net::value_type, typename Net::memory_type>;
-    std::vector<std::size_t> sizes = member_sizes(net, mem);
-    std::vector<V> vs;
+    auto& sizes = buf.sizes;
+    auto& vs = buf.vectors;
+    auto& dst = buf.dst;
+    member_sizes(net, mem, sizes);
+    vs.clear();
     for (std::size_t k = 0; k < mem.count(); ++k) {
         const auto& bn = mem.views[k].bn;
         if (bn && !((*bn).*pick).empty())
@@ -232,12 +264,17 @@ slices read_member_bn(const Net& net, const members<Net>& mem, Pick pick) {
         else
             sizes[k] = 0;
     }
-    slices out(sizes);
-    std::vector<std::span<double>> dst;
-    dst.reserve(vs.size());
+    out.resize(sizes);
+    dst.clear();
     for (const auto& s : out.spans)
         if (!s.empty()) dst.push_back(s);
     B::read_batch(std::span<const V>(vs), std::span<const std::span<double>>(dst));
+}
+template <class Net, class Pick>
+slices read_member_bn(const Net& net, const members<Net>& mem, Pick pick) {
+    slices out;
+    gather_buffers<Net> buf;
+    read_member_bn(net, mem, pick, out, buf);
     return out;
 }
 
@@ -261,17 +298,27 @@ std::vector<std::vector<double>> abs_gamma_all(const Net& net) {
     return out;
 }
 
+/// Working memory of the batched measurements for one network type: the
+/// members, the gathered lists and up to three outputs.
+template <class Net>
+struct workspace {
+    members<Net> mem;
+    gather_buffers<Net> buf;
+    slices a, b, c;
+};
+
 /// channel_magnitude for every group: |gamma| sums for groups with batch
 /// norm, filter L2 norm sums for the others.
-/// `out` is resized to the groups, reusing its vectors' memory.
+/// `out` is resized to the groups, reusing its vectors' memory, and so is `w`.
 template <class Net>
-void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out) {
-    const members<Net> mem(net);
+void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out, workspace<Net>& w) {
+    auto& mem = w.mem;
+    mem.assign(net);
     bool any_bn = false, any_plain = false;
     for (std::size_t g = 0; g < mem.groups(); ++g) (has_bn(net, static_cast<index>(g)) ? any_bn : any_plain) = true;
-    slices gamma, norms;
-    if (any_bn) gamma = read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma);
-    if (any_plain) norms = member_row_norms(net, mem, 2, [&](std::size_t k) { return !mem.views[k].bn.has_value(); });
+    auto &gamma = w.a, &norms = w.b;
+    if (any_bn) read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma, gamma, w.buf);
+    if (any_plain) member_row_norms(net, mem, 2, [&](std::size_t k) { return !mem.views[k].bn.has_value(); }, norms, w.buf);
     out.resize(mem.groups());
     for (std::size_t g = 0; g < mem.groups(); ++g) {
         auto& o = out[g];
@@ -286,10 +333,57 @@ void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out
     }
 }
 template <class Net>
+void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out) {
+    workspace<Net> w;
+    channel_magnitude_all(net, out, w);
+}
+template <class Net>
 std::vector<std::vector<double>> channel_magnitude_all(const Net& net) {
     std::vector<std::vector<double>> out;
     channel_magnitude_all(net, out);
     return out;
 }
+
+/// A workspace<Net> held by a policy, which is not a template of the network
+/// type: created at first use for the network type asked for (again if it
+/// changes). Copies start empty: it holds working memory, not state.
+class workspace_slot {
+public:
+    workspace_slot() = default;
+    workspace_slot(const workspace_slot&) noexcept {}
+    workspace_slot& operator=(const workspace_slot&) noexcept { return *this; }
+    workspace_slot(workspace_slot&& o) noexcept : held_(std::move(o.held_)), tag_(std::exchange(o.tag_, nullptr)) {}
+    workspace_slot& operator=(workspace_slot&& o) noexcept {
+        held_ = std::move(o.held_);
+        tag_ = std::exchange(o.tag_, nullptr);
+        return *this;
+    }
+    ~workspace_slot() = default;
+
+    template <class Net>
+    workspace<Net>& get() {
+        if (tag_ != tag_of<Net>()) {
+            held_ = std::make_unique<holder<Net>>();
+            tag_ = tag_of<Net>();
+        }
+        return static_cast<holder<Net>&>(*held_).w;
+    }
+
+private:
+    struct base {
+        virtual ~base() = default;
+    };
+    template <class Net>
+    struct holder final : base {
+        workspace<Net> w;
+    };
+    template <class Net>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    std::unique_ptr<base> held_;
+    const void* tag_ = nullptr;
+};
 
 }  // namespace psap::measure

@@ -20,6 +20,8 @@ template <int P>
 struct lp_norm {
     static_assert(P == 1 || P == 2, "psap::lp_norm: P must be 1 or 2");
     bool fold_bn = false;
+    /// Working memory (not configuration, not state): a step at steady state allocates nothing here.
+    mutable measure::workspace_slot workspace{};
 
     static constexpr const char* name = P == 1 ? "l1_norm" : "l2_norm";
     /// A NaN/Inf weight makes its filter's norm, hence the score, non-finite
@@ -37,12 +39,14 @@ struct lp_norm {
         using BN = batch_norm_views<typename Net::value_type, typename Net::memory_type>;
         // One batched call per quantity for the whole network: filter norms,
         // then (fold_bn) gamma and the running variances.
-        const measure::members<Net> mem(net);
-        const auto norm = measure::member_row_norms(net, mem, P);
-        measure::slices gamma, var;
+        auto& w = workspace.template get<Net>();
+        auto& mem = w.mem;
+        auto &norm = w.a, &gamma = w.b, &var = w.c;
+        mem.assign(net);
+        measure::member_row_norms(net, mem, P, [](std::size_t) { return true; }, norm, w.buf);
         if (fold_bn) {
-            gamma = measure::read_member_bn(net, mem, &BN::gamma);
-            var = measure::read_member_bn(net, mem, &BN::running_var);
+            measure::read_member_bn(net, mem, &BN::gamma, gamma, w.buf);
+            measure::read_member_bn(net, mem, &BN::running_var, var, w.buf);
         }
         for (std::size_t g = 0; g < scores.size(); ++g) {
             auto& out = scores[g];

@@ -69,13 +69,16 @@ struct gradient_pulse {
         using M = typename Net::memory_type;
         using W = matrix_view<T, M>;
         using V = vector_view<T, M>;
-        const measure::members<Net> mem(net);
+        auto& ws = work_.measures.template get<Net>();
+        auto& mem = ws.mem;
+        mem.assign(net);
         // Gather every member's views (checking them in group order), then one
         // batched read of the gate gradients and one batched call for the
         // filter products <F, dL/dF> and <snapshot, dL/dF> of members without BN.
-        std::vector<V> gates;
-        std::vector<W> as, bs;
-        std::vector<std::size_t> gate_sizes;
+        auto& gates = ws.buf.vectors;
+        auto &as = ws.buf.weights, &bs = ws.buf.paired;
+        auto& sizes = ws.buf.sizes;
+        gates.clear(), as.clear(), bs.clear(), sizes.clear();
         for (std::size_t g = 0; g < mem.groups(); ++g)
             for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
                 const auto& mv = mem.views[k];
@@ -85,7 +88,7 @@ struct gradient_pulse {
                         detail::fail("psap::gradient_pulse: layer '", mv.source->name,
                                      "' has batch norm but neither a gate_grad nor a grad_gamma view; supply one");
                     gates.push_back(src);
-                    gate_sizes.push_back(static_cast<std::size_t>(src.size()));
+                    sizes.push_back(static_cast<std::size_t>(src.size()));
                 } else {
                     if (mv.grad.empty())
                         detail::fail("psap::gradient_pulse: layer '", mv.source->name, "' has no gradient view; supply dL/dW");
@@ -101,14 +104,15 @@ struct gradient_pulse {
                     as.push_back(octx.snapshots.member_filters(static_cast<index>(g), k - mem.first[g]));
                     bs.push_back(mem.views[k].grad);
                 }
-        measure::slices gate(gate_sizes);
+        auto &gate = ws.a, &dots = ws.b;
+        gate.resize(sizes);
         if (!gates.empty()) B::read_batch(std::span<const V>(gates), gate.all());
-        std::vector<std::size_t> dot_sizes;
-        for (const auto& a : as) dot_sizes.push_back(static_cast<std::size_t>(a.rows()));
-        measure::slices dots(dot_sizes);
+        sizes.clear();
+        for (const auto& a : as) sizes.push_back(static_cast<std::size_t>(a.rows()));
+        dots.resize(sizes);
         if (!as.empty()) B::row_dots_batch(std::span<const W>(as), std::span<const W>(bs), dots.all());
 
-        std::vector<double> v;
+        auto& v = work_.sum;
         std::size_t next_gate = 0, next_plain = 0;
         for (std::size_t g = 0; g < acc_.size(); ++g) {
             const auto& pruned = octx.groups[g].pruned;
@@ -269,6 +273,8 @@ private:
         std::vector<double> median;
         std::vector<index> cand;
         std::vector<std::uint8_t> restored;
+        std::vector<double> sum;           ///< one group's statistic of one iteration (observe)
+        measure::workspace_slot measures;  ///< gathered views and batched outputs (observe)
     };
     workspace work_;
 

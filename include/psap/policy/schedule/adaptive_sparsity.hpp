@@ -33,6 +33,7 @@ struct adaptive_sparsity_workspace {
     std::vector<std::vector<double>> magnitudes;
     allocation uniform, chosen;
     allocation_workspace bisection;
+    measure::workspace_slot measures;
 };
 }  // namespace detail
 
@@ -178,7 +179,7 @@ struct adaptive_sparsity {
         const std::size_t n = groups.size();
         if (sparsity == measure_kind::channel) {
             auto& mags = workspace.magnitudes;
-            measure::channel_magnitude_all(net, mags);
+            measure::channel_magnitude_all(net, mags, workspace.measures.template get<Net>());
             for (std::size_t g = 0; g < n; ++g) {
                 const auto& m = mags[g];
                 const auto& pruned = groups[g].pruned;

@@ -60,7 +60,7 @@ inline void counts_at(double mu, std::span<const double> desired, std::span<cons
 /// and reuses its vectors' memory.
 struct allocation_workspace {
     std::vector<index> kept, count_lo, count_hi;
-    std::vector<std::size_t> open;
+    std::vector<std::size_t> open, follower, rep;
 };
 
 /// Finds the smallest mu meeting `target` (fraction of `kind` removed), into
@@ -111,11 +111,23 @@ inline void allocate(const cost_model& costs, budget_kind kind, double target, s
     // the "open" groups, and once the interval lies between two breakpoints a
     // halving costs one or two groups. The midpoints and decisions are those
     // of bisecting over every group.
-    auto& open = w.open;
-    open.clear();
-    for (std::size_t g = 0; g < n; ++g)
-        if (count_lo[g] != count_hi[g]) open.push_back(g);
-    std::vector<index>& mid_count = a.count;  // equals count_hi outside `open`
+    // A group with the same desired ratio, bounds and size as the group
+    // before it (a stage of equal blocks; every group of a uniform
+    // allocation) has that group's count at every mu: only the first of
+    // such a run is evaluated, and its followers copy its count before the
+    // cost is evaluated.
+    auto &open = w.open, &follower = w.follower, &rep = w.rep;
+    open.clear(), follower.clear();
+    rep.resize(n);
+    for (std::size_t g = 0; g < n; ++g) {
+        const bool same = g > 0 && desired[g] == desired[g - 1] && lo[g] == lo[g - 1] && hi[g] == hi[g - 1] && sizes[g] == sizes[g - 1];
+        rep[g] = same ? rep[g - 1] : g;
+        if (same)
+            follower.push_back(g);
+        else if (count_lo[g] != count_hi[g])
+            open.push_back(g);
+    }
+    std::vector<index>& mid_count = a.count;  // equals count_hi outside `open` and its followers
     for (int it = 0; it < 64 && mu_hi - mu_lo > 1e-12; ++it) {
         const double mid = 0.5 * (mu_lo + mu_hi);
         bool as_hi = true, as_lo = true;
@@ -125,6 +137,8 @@ inline void allocate(const cost_model& costs, budget_kind kind, double target, s
             as_hi = as_hi && c == count_hi[g];
             as_lo = as_lo && c == count_lo[g];
         }
+        if (!as_hi && !as_lo)
+            for (std::size_t f : follower) mid_count[f] = mid_count[rep[f]];
         const bool ok = as_hi ? true : as_lo ? false : meets(mid_count);
         auto& side = ok ? count_hi : count_lo;
         (ok ? mu_hi : mu_lo) = mid;

@@ -90,6 +90,13 @@ public:
             for (const auto& m : g.members) claimed[static_cast<std::size_t>(m.layer)] += g.size;
         for (std::size_t l = 0; l < scored_.size(); ++l)
             scored_[l] = net.layers()[l].has_weight() && claimed[l] == net.layers()[l].weight.rows();
+        // Member layers, each once, in (group, member) order: observe()'s
+        // gradient check scans exactly these.
+        member_layers_.clear();
+        std::vector<std::uint8_t> seen(net.layers().size(), 0);
+        for (const auto& g : net.groups())
+            for (const auto& m : g.members)
+                if (!std::exchange(seen[static_cast<std::size_t>(m.layer)], std::uint8_t{1})) member_layers_.push_back(m.layer);
         snapshots_.bind(net);
         if constexpr (requires { schedule_.bind(net); }) schedule_.bind(net);
         if constexpr (requires { criterion_.bind(net); }) criterion_.bind(net);
@@ -488,16 +495,7 @@ private:
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
-        auto& order = scratch_.order;  // member layers, first occurrence in (group, member) order
-        auto& seen = scratch_.seen;
-        order.clear();
-        seen.assign(net.layers().size(), 0);
-        for (const auto& g : net.groups())
-            for (const auto& m : g.members)
-                if (!seen[static_cast<std::size_t>(m.layer)]) {
-                    seen[static_cast<std::size_t>(m.layer)] = 1;
-                    order.push_back(m.layer);
-                }
+        const auto& order = member_layers_;
         auto& ws = scratch_.weights;
         auto& vs = scratch_.vectors;
         ws.clear(), vs.clear();
@@ -598,11 +596,10 @@ private:
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
         std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
         std::vector<index> weight_rows, vector_rows;
-        std::vector<index> order;  ///< check_gradients
-        std::vector<std::uint8_t> seen;
     };
     mutable step_scratch scratch_;
     std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member
+    std::vector<index> member_layers_;  ///< layers with a group member, first occurrence in (group, member) order
     std::vector<group_state> groups_;
     snapshot_store<Net> snapshots_;
     std::vector<step_log> log_;

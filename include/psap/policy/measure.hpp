@@ -220,6 +220,11 @@ slices member_row_norms(const Net& net, const members<Net>& mem, int p, Include 
     member_row_norms(net, mem, p, include, out, buf);
     return out;
 }
+/// Every member's row norms, in place.
+template <class Net>
+void member_row_norms(const Net& net, const members<Net>& mem, int p, slices& out, gather_buffers<Net>& buf) {
+    member_row_norms(net, mem, p, [](std::size_t) { return true; }, out, buf);
+}
 template <class Net>
 slices member_row_norms(const Net& net, const members<Net>& mem, int p) {
     return member_row_norms(net, mem, p, [](std::size_t) { return true; });

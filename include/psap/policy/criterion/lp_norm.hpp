@@ -43,7 +43,7 @@ struct lp_norm {
         auto& mem = w.mem;
         auto &norm = w.a, &gamma = w.b, &var = w.c;
         mem.assign(net);
-        measure::member_row_norms(net, mem, P, [](std::size_t) { return true; }, norm, w.buf);
+        measure::member_row_norms(net, mem, P, norm, w.buf);
         if (fold_bn) {
             measure::read_member_bn(net, mem, &BN::gamma, gamma, w.buf);
             measure::read_member_bn(net, mem, &BN::running_var, var, w.buf);

@@ -8,7 +8,11 @@ docs/results.md (mean +- std over seeds) and PNG plots.
 
 Resumable: a run whose result.json exists is kept and skipped; a run killed
 half-way is continued with `psap-train prune --resume`. Re-running the same
-command after an interruption finishes the sweep.
+command after an interruption finishes the sweep. Every finished run is also
+archived as a small record under docs/results/runs/<protocol>/ (committed with
+the report), so the tables survive the loss of the runs directory: a run with
+a record is finished, and the report reads the record when the run directory
+is gone.
 
   scripts/compare.py --protocol quick                 # < 90 min on 2 cores
   scripts/compare.py --protocol full                  # ResNet-20, Fashion-MNIST, 3 seeds
@@ -106,7 +110,7 @@ def run_name(method: str, budget: float, seed: int) -> str:
 
 
 def command(a, method: str, budget: float, seed: int, out: Path) -> list[str]:
-    if (out / "result.json").exists():
+    if (out / "result.json").exists() or read_record(a, run_name(method, budget, seed)) is not None:
         return []
     if (out / "last.safetensors").exists():
         return [str(a.psap_train), "prune", "--output", str(out), "--resume", "--progress", "none"]
@@ -167,16 +171,79 @@ def run_all(a, runs: list[tuple[str, float, int]]) -> None:
         print(f"compare: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the command to retry them")
 
 
-def load(a, method: str, budget: float, seed: int) -> dict | None:
-    p = a.runs_dir / run_name(method, budget, seed) / "result.json"
+RECORD_SCHEMA = "psap/compare-record/1"
+
+
+def setting(a) -> dict:
+    """What must match for a record to stand for a run of this sweep."""
+    return dict(model=a.model, data=list(a.data), epochs=a.epochs, train_subset=a.train_subset,
+                test_subset=a.test_subset, extra=list(a.extra))
+
+
+def record_from_run(a, out: Path) -> dict:
+    """The part of a finished run the report needs, small enough to commit."""
+    r = json.loads((out / "result.json").read_text())
+    metrics = out / "metrics.jsonl"
+    ms = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
+    steps = [st for st in r.get("steps", []) if st.get("step", 0) > 0]
+    rec = dict(
+        schema=RECORD_SCHEMA, run=out.name, setting=setting(a), source="run",
+        method=r["method"], seed=r["seed"], accuracy=r["accuracy"],
+        reduction={k: r["costs"]["reduction"][k] for k in ("macs", "params")},
+        churn_per_step=statistics.fmean([st["churn"] for st in steps]) if steps else 0.0,
+        restores_per_step=statistics.fmean([st.get("restored", 0) for st in steps]) if steps else 0.0,
+        wall_seconds=r["wall_seconds"], epochs_consumed=r["epochs_consumed"], budget_met=r["budget"]["met"],
+        curve=[x["test_acc"] for x in ms if x.get("phase", "prune") == "prune"], ratios=None)
+    log = out / "pruning_log.jsonl"
+    if out.name.startswith("psap") and log.exists():
+        steps_log = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+        if steps_log:
+            rec["ratios"] = dict(groups=[g["group"] for g in steps_log[0]["groups"]],
+                                 steps=[st["step"] for st in steps_log],
+                                 fraction=[[round(g["pruned"] / g["size"], 6) for g in st["groups"]]
+                                           for st in steps_log])
+    return rec
+
+
+def record_path(a, name: str) -> Path:
+    return a.archive_dir / f"{name}.json"
+
+
+def read_record(a, name: str) -> dict | None:
+    p = record_path(a, name)
     if not p.exists():
         return None
-    r = json.loads(p.read_text())
-    metrics = p.parent / "metrics.jsonl"
-    r["_metrics"] = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
-    log = p.parent / "pruning_log.jsonl"
-    r["_log"] = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
-    return r
+    try:
+        rec = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        sys.exit(f"compare.py: {p} is not valid JSON ({e}); delete it to run that configuration again")
+    if rec.get("schema") != RECORD_SCHEMA:
+        sys.exit(f"compare.py: {p} has schema {rec.get('schema')!r}, this script reads {RECORD_SCHEMA!r}; "
+                 "delete it to run that configuration again")
+    # A record of another setting (say --epochs 3) does not stand for this run.
+    return rec if rec.get("setting") == setting(a) else None
+
+
+def write_json_atomic(p: Path, obj) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def load(a, method: str, budget: float, seed: int) -> dict | None:
+    """A finished run's record: from its directory (archiving it) or from the archive."""
+    name = run_name(method, budget, seed)
+    out = a.runs_dir / name
+    if (out / "result.json").exists():
+        rec = record_from_run(a, out)
+        if read_record(a, name) != rec:
+            write_json_atomic(record_path(a, name), rec)
+        return rec
+    return read_record(a, name)
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -198,24 +265,26 @@ def summarise(a, method: str, budget: float) -> dict | None:
     if not rs:
         return None
     acc = lambda k: [r["accuracy"].get(k) for r in rs]
-    steps = lambda r: [st for st in r.get("steps", []) if st.get("step", 0) > 0]
     return dict(
         n=len(rs), runs=rs,
         before=mean_std(acc("before_last_step")), after=mean_std(acc("after_last_step")),
         recal=mean_std(acc("after_recalibration")), final=mean_std(acc("final")),
         compact=mean_std(acc("compact")),
-        macs=mean_std([r["costs"]["reduction"]["macs"] for r in rs]),
-        params=mean_std([r["costs"]["reduction"]["params"] for r in rs]),
-        churn=mean_std([statistics.fmean([st["churn"] for st in steps(r)]) if steps(r) else 0.0 for r in rs]),
-        restores=mean_std([statistics.fmean([st.get("restored", 0) for st in steps(r)]) if steps(r) else 0.0
-                           for r in rs]),
+        macs=mean_std([r["reduction"]["macs"] for r in rs]),
+        params=mean_std([r["reduction"]["params"] for r in rs]),
+        churn=mean_std([r["churn_per_step"] for r in rs]),
+        restores=mean_std([r["restores_per_step"] for r in rs]),
         wall=mean_std([r["wall_seconds"] for r in rs]),
         epochs=rs[0]["epochs_consumed"],
-        met=all(r["budget"]["met"] for r in rs),
+        met=all(r["budget_met"] for r in rs),
+        transcribed=[r["run"] for r in rs if r.get("source") == "transcribed"],
     )
 
 
-def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[str]:
+def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[tuple[str, str]]:
+    """Draws the PNGs; returns (path, note) pairs. A plot that needs per-epoch
+    data some runs no longer have (records transcribed from an earlier report)
+    is not redrawn over an existing file: the file is kept and the note says so."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -226,51 +295,62 @@ def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[str]:
     outdir = a.plots_dir
     outdir.mkdir(parents=True, exist_ok=True)
     made = []
+
+    def keep_or_skip(p: Path, missing: list[str]) -> bool:
+        """True when p must not be redrawn; records the kept file."""
+        if not missing:
+            return False
+        if p.exists():
+            made.append((str(p), "kept from an earlier drawing: the per-epoch data of "
+                         + ", ".join(missing) + " is not archived (transcribed runs)"))
+        return True
+
     # 1. test accuracy vs epoch, mean over seeds, one panel per budget
-    fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4.2), squeeze=False)
-    for ax, b in zip(axes[0], budgets):
-        for m in methods:
-            rs = [r for s in a.seeds if (r := load(a, m, b, s)) is not None]
-            curves = [[x["test_acc"] for x in r["_metrics"] if x.get("phase", "prune") == "prune"] for r in rs]
-            curves = [c for c in curves if c]
-            if not curves:
-                continue
-            n = min(len(c) for c in curves)
-            y = [100 * statistics.fmean(c[i] for c in curves) for i in range(n)]
-            style = dict(lw=2.2, color="black") if m == "psap" else dict(lw=1.0, ls="--" if m == "unpruned" else "-")
-            ax.plot(range(1, n + 1), y, label=m, **style)
-        ax.set_title(f"budget {int(b * 100)}% FLOPs")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{a.model}, {a.data[0]}: test accuracy per epoch (mean of {len(a.seeds)} seeds)")
-    fig.tight_layout()
     p = outdir / f"{tag}-accuracy-vs-epoch.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    made.append(p)
+    runs = {(m, b): [r for s in a.seeds if (r := load(a, m, b, s)) is not None] for b in budgets for m in methods}
+    missing = sorted({r["run"] for rs in runs.values() for r in rs if not r.get("curve")})
+    if not keep_or_skip(p, missing):
+        fig, axes = plt.subplots(1, len(budgets), figsize=(6 * len(budgets), 4.2), squeeze=False)
+        for ax, b in zip(axes[0], budgets):
+            for m in methods:
+                curves = [r["curve"] for r in runs[(m, b)] if r.get("curve")]
+                if not curves:
+                    continue
+                n = min(len(c) for c in curves)
+                y = [100 * statistics.fmean(c[i] for c in curves) for i in range(n)]
+                style = dict(lw=2.2, color="black") if m == "psap" else dict(lw=1.0, ls="--" if m == "unpruned" else "-")
+                ax.plot(range(1, n + 1), y, label=m, **style)
+            ax.set_title(f"budget {int(b * 100)}% FLOPs")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7, ncol=2)
+        fig.suptitle(f"{a.model}, {a.data[0]}: test accuracy per epoch (mean of {len(a.seeds)} seeds)")
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append((str(p), ""))
     # 2. PSAP's per-group ratios across pruning steps (first seed, each budget)
     for b in budgets:
         r = load(a, "psap", b, a.seeds[0]) if "psap" in methods else None
-        if not r or not r["_log"]:
+        if not r:
+            continue
+        p = outdir / f"{tag}-psap-ratios-b{int(b * 100)}.png"
+        if keep_or_skip(p, [] if r.get("ratios") else [r["run"]]) or not r.get("ratios"):
             continue
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        groups = [g["group"] for g in r["_log"][0]["groups"]]
-        for gi, g in enumerate(groups):
-            xs = [st["step"] for st in r["_log"]]
-            ys = [st["groups"][gi]["pruned"] / st["groups"][gi]["size"] for st in r["_log"]]
-            ax.plot(xs, ys, marker=".", lw=1, label=g)
+        rt = r["ratios"]
+        for gi, g in enumerate(rt["groups"]):
+            ax.plot(rt["steps"], [f[gi] for f in rt["fraction"]], marker=".", lw=1, label=g)
         ax.set_xlabel("pruning step")
         ax.set_ylabel("fraction of the group's channels pruned")
         ax.set_title(f"PSAP per-group ratios, budget {int(b * 100)}% FLOPs, seed {a.seeds[0]}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=3)
         fig.tight_layout()
-        p = outdir / f"{tag}-psap-ratios-b{int(b * 100)}.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
-        made.append(p)
+        made.append((str(p), ""))
     # 3. final accuracy vs achieved FLOPs reduction, every method
     fig, ax = plt.subplots(figsize=(7, 4.6))
     for m in methods:
@@ -289,8 +369,8 @@ def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[str]:
     p = outdir / f"{tag}-accuracy-vs-flops.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
-    made.append(p)
-    return [str(x) for x in made]
+    made.append((str(p), ""))
+    return made
 
 
 def report(a, tag: str, argv: list[str]) -> str:
@@ -359,9 +439,15 @@ def report(a, tag: str, argv: list[str]) -> str:
                                 f"{fmt_pct(bs['final'])}.")
     if verdicts:
         lines += ["Against the goals (computed from the table):", ""] + verdicts + [""]
-    for p in plots(a, a.budgets, methods, tag):
+    transcribed = sorted({n for b in a.budgets for m in methods
+                          if (s := summarise(a, m, 0.0 if m == "unpruned" else b)) for n in s["transcribed"]})
+    if transcribed:
+        lines += ["Transcribed rows: the runs " + ", ".join(transcribed) + " finished before run records were "
+                  "archived and their directories were lost; their records (`source: transcribed`) carry the "
+                  "figures of the earlier report at the precision it printed, without per-epoch data.", ""]
+    for p, note in plots(a, a.budgets, methods, tag):
         rel = os.path.relpath(p, a.report.parent)
-        lines += [f"![{Path(p).stem}]({rel})", ""]
+        lines += [f"![{Path(p).stem}]({rel})", ""] + ([f"*{Path(p).name}: {note}.*", ""] if note else [])
     return "\n".join(lines)
 
 
@@ -399,6 +485,7 @@ def main() -> None:
     ap.add_argument("--runs-dir", type=Path, help="default runs/compare-<protocol>")
     ap.add_argument("--report", type=Path, default=ROOT / "docs/results.md")
     ap.add_argument("--plots-dir", type=Path, default=ROOT / "docs/results")
+    ap.add_argument("--archive-dir", type=Path, help="run records; default <plots-dir>/runs/<protocol>")
     ap.add_argument("--psap-train")
     ap.add_argument("--report-only", action="store_true", help="no runs: tables and plots from finished runs")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -415,6 +502,8 @@ def main() -> None:
     if any(not 0 <= b < 1 for b in a.budgets):
         ap.error("budgets must be fractions in [0, 1)")
     a.runs_dir = (a.runs_dir or ROOT / "runs" / p.get("runs", f"compare-{a.protocol}")).resolve()
+    # Protocols sharing a runs directory (ablation reuses quick's) share records.
+    a.archive_dir = (a.archive_dir or a.plots_dir / "runs" / p.get("runs", a.protocol).removeprefix("compare-")).resolve()
     a.psap_train = find_psap_train(a.psap_train).resolve()
     if not a.report_only and not a.dry_run:
         # A private copy: rebuilding the tree during a long sweep must not

@@ -183,6 +183,16 @@ def setting(a) -> dict:
 def record_from_run(a, out: Path) -> dict:
     """The part of a finished run the report needs, small enough to commit."""
     r = json.loads((out / "result.json").read_text())
+    st = r.get("settings", {})
+    wanted = dict(model=a.model, data=a.data[0], epochs=a.epochs or None, train_images=a.train_subset or None,
+                  test_images=a.test_subset or None)
+    found = dict(model=st.get("model"), data=st.get("data"), epochs=r.get("epochs"), train_images=r.get("train_images"),
+                 test_images=r.get("test_images"))
+    wrong = {k: (found[k], v) for k, v in wanted.items() if v is not None and found[k] != v}
+    if wrong:
+        sys.exit(f"compare.py: {out} holds a run of another setting ("
+                 + ", ".join(f"{k} {f!r}, this sweep {w!r}" for k, (f, w) in wrong.items())
+                 + "); move it away or give this sweep its own --runs-dir")
     metrics = out / "metrics.jsonl"
     ms = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
     steps = [st for st in r.get("steps", []) if st.get("step", 0) > 0]

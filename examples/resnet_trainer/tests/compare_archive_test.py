@@ -5,8 +5,9 @@ report. This test runs a tiny sweep (ResNet-8, 256 images, 1 epoch: PSAP and
 the unpruned reference), checks each record against the run's own
 result.json and metrics.jsonl, deletes the runs directory, and runs the same
 command again: nothing may be rerun and the tables must come out the same.
-A record of another setting (more epochs) must not stand for a run, and a
-corrupt record must stop the script with a message naming the file.
+A record of another setting (more epochs) must not stand for a run, a run
+directory of another setting is refused, and a corrupt record must stop the
+script with a message naming the file.
 """
 import argparse
 import json
@@ -100,6 +101,14 @@ def main():
           "a record of 1 epoch was taken for a 2-epoch run")
     out = compare(base + ["--dry-run"])
     check("# kept psap-b50-s1" in out, "the record of the same setting was not taken")
+
+    # A run directory of another setting is refused, not reported as this one.
+    other = os.path.join(work, "runs-other")
+    compare(base + ["--runs-dir", other, "--archive-dir", os.path.join(work, "archive-other"), "--methods", "psap"])
+    out = compare(base + ["--runs-dir", other, "--archive-dir", os.path.join(work, "archive-other-2"),
+                          "--methods", "psap", "--train-subset", "128", "--report-only"], expect_rc=1)
+    check("holds a run of another setting" in out and "train_images 256, this sweep 128" in out,
+          "a run of 256 training images was taken for a sweep of 128")
 
     # A corrupt record stops the script and names the file.
     bad = os.path.join(archive, "psap-b50-s1.json")

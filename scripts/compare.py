@@ -311,7 +311,7 @@ def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[tuple[s
         if not missing:
             return False
         if p.exists():
-            made.append((str(p), "kept from an earlier drawing: the per-epoch data of "
+            made.append((str(p), "kept from an earlier drawing: the per-epoch and per-step data of "
                          + ", ".join(missing) + " is not archived (transcribed runs)"))
         return True
 

@@ -234,11 +234,12 @@ def read_record(a, name: str) -> dict | None:
     return rec if rec.get("setting") == setting(a) else None
 
 
-def write_json_atomic(p: Path, obj) -> None:
+def write_text_atomic(p: Path, text: str) -> None:
+    """Temp file, fsync, rename: readers see the old file or the new one, never half of one."""
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=1) + "\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
@@ -251,7 +252,7 @@ def load(a, method: str, budget: float, seed: int) -> dict | None:
     if (out / "result.json").exists():
         rec = record_from_run(a, out)
         if read_record(a, name) != rec:
-            write_json_atomic(record_path(a, name), rec)
+            write_text_atomic(record_path(a, name), json.dumps(rec, indent=1) + "\n")
         return rec
     return read_record(a, name)
 
@@ -471,12 +472,7 @@ def write_section(path: Path, tag: str, body: str) -> None:
         text = text[:i] + block + text[j:]
     else:
         text = text.rstrip("\n") + f"\n\n{block}\n"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def main() -> None:

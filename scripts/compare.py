@@ -164,6 +164,9 @@ def run_all(a, runs: list[tuple[str, float, int]]) -> None:
             log.close()
             if p.returncode == 0 and (out / "result.json").exists():
                 print(f"  done     {out.name} ({time.time() - t0:.0f} s)", flush=True)
+                # Archived now, not at the report: a sweep stopped before its
+                # end, or a runs directory lost, must not lose a finished run.
+                archive(a, out)
             else:
                 print(f"  FAILED   {out.name} (exit {p.returncode}); log: {logs / (out.name + '.log')}", flush=True)
                 failed.append(out.name)
@@ -245,15 +248,20 @@ def write_text_atomic(p: Path, text: str) -> None:
     os.replace(tmp, p)
 
 
+def archive(a, out: Path) -> dict:
+    """Writes the record of the finished run in `out` unless the archive holds it already."""
+    rec = record_from_run(a, out)
+    if read_record(a, out.name) != rec:
+        write_text_atomic(record_path(a, out.name), json.dumps(rec, indent=1) + "\n")
+    return rec
+
+
 def load(a, method: str, budget: float, seed: int) -> dict | None:
     """A finished run's record: from its directory (archiving it) or from the archive."""
     name = run_name(method, budget, seed)
     out = a.runs_dir / name
     if (out / "result.json").exists():
-        rec = record_from_run(a, out)
-        if read_record(a, name) != rec:
-            write_text_atomic(record_path(a, name), json.dumps(rec, indent=1) + "\n")
-        return rec
+        return archive(a, out)
     return read_record(a, name)
 
 

@@ -5,6 +5,8 @@ report. This test runs a tiny sweep (ResNet-8, 256 images, 1 epoch: PSAP and
 the unpruned reference), checks each record against the run's own
 result.json and metrics.jsonl, deletes the runs directory, and runs the same
 command again: nothing may be rerun and the tables must come out the same.
+Each run's record must be written when the run finishes, before the next run
+starts, so that a sweep stopped half-way keeps its finished runs.
 A record of another setting (more epochs) must not stand for a run, a run
 directory of another setting is refused, and a corrupt record must stop the
 script with a message naming the file.
@@ -58,8 +60,23 @@ def main():
             "--psap-train", a.psap_train]
     print("seed 1 (the sweep's), ResNet-8, 256 training images, 1 epoch", flush=True)
 
-    out = compare(base)
+    # The first sweep runs one job at a time through a wrapper that notes
+    # which records exist when each run starts.
+    seen = os.path.join(work, "seen.txt")
+    wrapper = os.path.join(work, "psap-train-wrapper")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nprev=; out=\nfor x in "$@"; do [ "$prev" = --output ] && out=$x; prev=$x; done\n'
+                'echo "$(basename "$out"):$(ls "%s" 2>/dev/null | tr "\\n" " ")" >> "%s"\nexec "%s" "$@"\n'
+                % (archive, seen, os.path.abspath(a.psap_train)))
+    os.chmod(wrapper, 0o755)
+    out = compare(base, "--jobs", "1", "--psap-train", wrapper)
     check("0 finished runs kept, 2 to run" in out, "the first sweep should run both configurations")
+    with open(seen) as f:
+        starts = [l.rstrip("\n").split(":", 1) for l in f if l.strip()]
+    print("records present as each run started: %r" % starts, flush=True)
+    check([r for r, _ in starts] == ["unpruned-s1", "psap-b50-s1"], "runs started: %r" % starts)
+    check(starts[0][1].split() == [] and starts[1][1].split() == ["unpruned-s1.json"],
+          "the first run's record was not written before the second run started: %r" % starts)
     first = tables(report)
     check(any(l.startswith("| **psap**") for l in first), "no PSAP row in the first report")
 

@@ -113,7 +113,11 @@ def command(a, method: str, budget: float, seed: int, out: Path) -> list[str]:
     if (out / "result.json").exists() or read_record(a, run_name(method, budget, seed)) is not None:
         return []
     if (out / "last.safetensors").exists():
-        return [str(a.psap_train), "prune", "--output", str(out), "--resume", "--progress", "none"]
+        # --threads again: a run resumed on more threads than it was written
+        # with is not bitwise the uninterrupted one, and side-by-side runs
+        # would each grow to every core.
+        return [str(a.psap_train), "prune", "--output", str(out), "--resume", "--threads", str(a.threads),
+                "--progress", "none"]
     opts = list(METHODS[method])
     if "--budget-override" in opts:
         i = opts.index("--budget-override")

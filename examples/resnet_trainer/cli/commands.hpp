@@ -29,7 +29,7 @@ struct runtime_options {
   std::filesystem::path data_dir;         // empty: the data set's default (or the checkpoint's)
   std::filesystem::path init_checkpoint;  // start from these weights (fresh optimizer and counters)
   bool resume = false;                    // continue <output>/last.safetensors
-  int threads = 0;                        // OpenMP threads, 0: the runtime's default
+  int threads = -1;                       // OpenMP threads; 0: the runtime's default; -1 (not given): see resolve_threads
   std::string device = "cpu";             // cpu, cuda, cuda:N, emulated (device/device_model.hpp)
   progress_mode progress = progress_mode::automatic;
   std::size_t eval_batch_size = 500;
@@ -79,6 +79,10 @@ void append_line(const std::filesystem::path& file, const std::string& line);
 
 // Sets the OpenMP thread count (no-op without OpenMP); returns the count in use.
 int apply_threads(int threads);
+// The thread count a run uses: --threads when given; else, on --resume, the
+// count the checkpoint was written with (bitwise resumption needs it, and
+// runs sharing a machine side by side must not grow to every core); else 0.
+int resolve_threads(int given, int checkpoint_threads, bool resuming);
 
 // psap-train train / eval / inspect. Return the process exit code; errors
 // are thrown (data_error, io_error, checkpoint_error, training_error,

@@ -140,7 +140,7 @@ void add_run_options(CLI::App* app, run_cli& v) {
       ->check(CLI::NonNegativeNumber);
   sc.add_flag(app, "--flip,!--no-flip", "flip", v.flip, "random horizontal flips (default on, off for mnist)");
   sc.add(app, "--seed,-s", "seed", v.seed, "seed of initialisation, data order, augmentation and subsets");
-  app->add_option("--threads,-j", v.rt.threads, "OpenMP threads (0: all cores); resume with the same count")
+  app->add_option("--threads,-j", v.rt.threads, "OpenMP threads (0: all cores; default: all cores, or on --resume the checkpoint's count)")
       ->check(CLI::NonNegativeNumber);
   app->add_option("--device", v.rt.device,
                   "where forward and backward run: cpu, cuda, cuda:N, or emulated (the GPU code path on the CPU)")

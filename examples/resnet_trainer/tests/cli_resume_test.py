@@ -1,7 +1,9 @@
 """Resume by SIGKILL: a psap-train run killed right after its first epoch
-checkpoint and resumed with --resume must end with bitwise the same weights
+checkpoint and resumed with --resume (without --threads: the checkpoint's
+count is used) must end with bitwise the same weights
 (and optimizer state, and per-epoch metrics) as an uninterrupted run."""
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +22,7 @@ def main():
     work = fresh_dir(a.workdir)
     exe = a.psap_train
     args = ["train", "--model", "resnet8", "--train-subset", "256", "--test-subset", "64", "--epochs", "3",
-            "--batch-size", "32", "--threads", "2", "--seed", "7", "--progress", "lines"] + data_args(work)
+            "--batch-size", "32", "--threads", "1", "--seed", "7", "--progress", "lines"] + data_args(work)
     ref, killed = os.path.join(work, "uninterrupted"), os.path.join(work, "killed")
 
     run([exe] + args + ["--output", ref])
@@ -52,7 +54,15 @@ def main():
     r = run([exe] + args + ["--output", killed], expect_rc=2)
     check("--resume" in r.stderr, "restarting into an existing run without --resume was not refused")
 
-    run([exe] + args + ["--output", killed, "--resume"])
+    # Resumed without --threads, the run takes the checkpoint's count (1), not
+    # every core: the fact checked is the count it reports using.
+    i = args.index("--threads")
+    r = run([exe] + args[:i] + args[i + 2:] + ["--output", killed, "--resume"])
+    check("warning: the checkpoint was written with" not in r.stderr,
+          "a resume without --threads did not take the checkpoint's thread count:\n" + r.stderr)
+    with open(os.path.join(killed, "settings.json")) as f:
+        used = json.load(f)["threads"]
+    check(used == 1, "the resumed run used %r threads, the checkpoint's count is 1" % used)
 
     meta_a, ta = read_safetensors(os.path.join(ref, "final.safetensors"))
     meta_b, tb = read_safetensors(os.path.join(killed, "final.safetensors"))

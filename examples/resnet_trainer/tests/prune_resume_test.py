@@ -58,7 +58,7 @@ def main():
     # fine-tuning; 8 iterations per epoch.
     args = ["prune", "--model", "resnet8", "--train-subset", "256", "--test-subset", "64", "--batch-size", "32",
             "--epochs", str(EPOCHS), "--finetune-epochs", str(FINETUNE), "--preset", "psap", "--budget", "0.5",
-            "--threads", "2", "--seed", "11", "--progress", "lines"] + data_args(work)
+            "--threads", "1", "--seed", "11", "--progress", "lines"] + data_args(work)
     ref, killed = os.path.join(work, "uninterrupted"), os.path.join(work, "killed")
     run([exe] + args + ["--output", ref])
 
@@ -78,7 +78,15 @@ def main():
 
     e2 = run_and_kill([exe] + args + ["--output", killed, "--resume"], last, EPOCHS + 1)
     check(e2 > EPOCHS, "the second kill did not land in the fine-tune phase (epoch %d)" % e2)
-    run([exe] + args + ["--output", killed, "--resume"])
+    # The last resume omits --threads: it must take the checkpoint's count (1),
+    # not every core (side-by-side sweeps resumed that way oversubscribed).
+    i = args.index("--threads")
+    r = run([exe] + args[:i] + args[i + 2:] + ["--output", killed, "--resume"])
+    check("warning: the checkpoint was written with" not in r.stderr,
+          "a resume without --threads did not take the checkpoint's thread count:\n" + r.stderr)
+    with open(os.path.join(killed, "settings.json")) as f:
+        used = json.load(f)["threads"]
+    check(used == 1, "the resumed run used %r threads, the checkpoint's count is 1" % used)
 
     for name in ("final.safetensors", "compact.safetensors"):
         meta_a, ta = read_safetensors(os.path.join(ref, name))

@@ -12,7 +12,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from psap_train_testlib import check, data_args, fail, fresh_dir, read_metrics, read_safetensors, run  # noqa: E402
+from psap_train_testlib import (check, data_args, fail, fresh_dir, read_metrics, read_safetensors,  # noqa: E402
+                                resume_without_threads, run)
 
 EPOCHS, FINETUNE = 4, 2
 
@@ -78,15 +79,8 @@ def main():
 
     e2 = run_and_kill([exe] + args + ["--output", killed, "--resume"], last, EPOCHS + 1)
     check(e2 > EPOCHS, "the second kill did not land in the fine-tune phase (epoch %d)" % e2)
-    # The last resume omits --threads: it must take the checkpoint's count (1),
-    # not every core (side-by-side sweeps resumed that way oversubscribed).
-    i = args.index("--threads")
-    r = run([exe] + args[:i] + args[i + 2:] + ["--output", killed, "--resume"])
-    check("warning: the checkpoint was written with" not in r.stderr,
-          "a resume without --threads did not take the checkpoint's thread count:\n" + r.stderr)
-    with open(os.path.join(killed, "settings.json")) as f:
-        used = json.load(f)["threads"]
-    check(used == 1, "the resumed run used %r threads, the checkpoint's count is 1" % used)
+    # The last resume omits --threads: it must keep the checkpoint's count (1).
+    resume_without_threads(exe, args, killed)
 
     for name in ("final.safetensors", "compact.safetensors"):
         meta_a, ta = read_safetensors(os.path.join(ref, name))

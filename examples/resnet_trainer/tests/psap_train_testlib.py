@@ -100,6 +100,21 @@ def run(cmd, expect_rc=0, **kw):
     return p
 
 
+
+def resume_without_threads(exe, args, output):
+    """Resumes the run in `output` with `args` minus their --threads pair and
+    checks that it kept the count the checkpoint was written with, not every
+    core (side-by-side sweeps resumed that way oversubscribed the machine)."""
+    i = args.index("--threads")
+    written = int(args[i + 1])
+    r = run([exe] + args[:i] + args[i + 2:] + ["--output", output, "--resume"])
+    check("warning: the checkpoint was written with" not in r.stderr,
+          "a resume without --threads did not take the checkpoint's thread count:\n" + r.stderr)
+    with open(os.path.join(output, "settings.json")) as f:
+        used = json.load(f)["threads"]
+    check(used == written, "the resumed run used %r threads, the checkpoint's count is %d" % (used, written))
+    return r
+
 DTYPES = {"F64": ("d", 8), "F32": ("f", 4), "I64": ("q", 8), "I32": ("i", 4), "U8": ("B", 1),
           "I16": ("h", 2), "U16": ("H", 2), "I8": ("b", 1), "U32": ("I", 4), "U64": ("Q", 8), "BOOL": ("?", 1)}
 

@@ -249,9 +249,9 @@ run_plan plan_from_settings(const json& s, const dataset& train) {
   return p;
 }
 
-int resolve_threads(int given, int checkpoint_threads, bool resuming) {
+int resolve_threads(int given, int checkpoint_threads) {
   if (given >= 0) return given;
-  return resuming && checkpoint_threads > 0 ? checkpoint_threads : 0;
+  return checkpoint_threads > 0 ? checkpoint_threads : 0;
 }
 
 int apply_threads(int threads) {
@@ -305,7 +305,7 @@ int run_train(const json& given, const runtime_options& rt) {
                       "--output");
   }
 
-  const int threads = apply_threads(resolve_threads(rt.threads, resume_ck ? resume_ck->meta.threads : 0, rt.resume));
+  const int threads = apply_threads(resolve_threads(rt.threads, resume_ck ? resume_ck->meta.threads : 0));
   const dataset_pair data = load_data(data_options_from(rt.resume ? settings : given, data_dir));
 
   if (rt.resume) {

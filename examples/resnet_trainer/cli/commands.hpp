@@ -79,10 +79,11 @@ void append_line(const std::filesystem::path& file, const std::string& line);
 
 // Sets the OpenMP thread count (no-op without OpenMP); returns the count in use.
 int apply_threads(int threads);
-// The thread count a run uses: --threads when given; else, on --resume, the
-// count the checkpoint was written with (bitwise resumption needs it, and
-// runs sharing a machine side by side must not grow to every core); else 0.
-int resolve_threads(int given, int checkpoint_threads, bool resuming);
+// The thread count a run uses: --threads when given; else the count the
+// resumed checkpoint was written with, if any (bitwise resumption needs it,
+// and runs sharing a machine side by side must not grow to every core);
+// else 0. checkpoint_threads is 0 when no checkpoint is resumed.
+int resolve_threads(int given, int checkpoint_threads);
 
 // psap-train train / eval / inspect. Return the process exit code; errors
 // are thrown (data_error, io_error, checkpoint_error, training_error,

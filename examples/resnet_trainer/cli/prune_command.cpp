@@ -316,7 +316,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
     popts = resolve_prune_options(given_prune);
   }
 
-  const int threads = apply_threads(resolve_threads(rt.threads, resume_ck ? resume_ck->meta.threads : 0, rt.resume));
+  const int threads = apply_threads(resolve_threads(rt.threads, resume_ck ? resume_ck->meta.threads : 0));
   const dataset_pair data = load_data(data_options_from(rt.resume ? settings : given, data_dir));
   if (rt.resume) {
     const json fresh = resolve_settings(given, data.train.size());

@@ -52,7 +52,7 @@ class conv2d {
   void backward(const tensor& dy, tensor* dx, bool accumulate_dx = false);
 
  private:
-  /// Stride-1 convs on planes at least 16 wide read their im2col rows as
+  /// Stride-1 convs on planes at least 14 wide read their im2col rows as
   /// shifted windows of a zero-padded copy of the input; the others build an
   /// explicit im2col buffer.
   bool use_shifted(int out_w) const;

@@ -52,9 +52,11 @@ TEST_CASE("conv2d forward and gradients match a double reference") {
       {2, 3, 6, 6, 4, 3, 3, 1, 1, false}, {2, 3, 7, 5, 4, 3, 3, 2, 1, true},  {3, 4, 5, 5, 2, 1, 1, 1, 0, false},
       {2, 4, 6, 7, 3, 1, 1, 2, 0, true},  {1, 2, 7, 7, 3, 5, 5, 1, 2, false}, {2, 2, 6, 6, 3, 3, 3, 1, 0, true},
       {2, 3, 6, 5, 2, 3, 1, 1, 1, false}, {2, 2, 8, 8, 3, 2, 2, 2, 0, false}, {2, 1, 7, 7, 5, 3, 3, 2, 2, false},
-      // Planes at least 16 wide take the implicit (shifted-window) path.
+      // Outputs at least 14 wide take the implicit (shifted-window) path;
+      // 14 and 13 wide sit on either side of the switch.
       {2, 3, 5, 17, 10, 3, 3, 1, 1, true},  {1, 2, 4, 20, 3, 5, 5, 1, 2, false}, {2, 2, 3, 18, 3, 3, 3, 1, 0, false},
-      {1, 3, 4, 16, 9, 1, 1, 1, 0, false},  {3, 2, 6, 19, 4, 3, 1, 1, 1, false},
+      {1, 3, 4, 16, 9, 1, 1, 1, 0, false},  {3, 2, 6, 19, 4, 3, 1, 1, 1, false}, {2, 3, 4, 14, 5, 3, 3, 1, 1, true},
+      {2, 3, 4, 13, 5, 3, 3, 1, 1, false},
   };
   rng g(seed());
   for (const auto& k : cases) {

@@ -125,6 +125,70 @@ void col2im_add(const float* col, const geometry& g, ptrdiff_t ld, float* x) {
   }
 }
 
+// Stride-1 convs whose output has the input's size ("same" padding, as in
+// every 3×3 conv of a ResNet): row (c, ky, kx) of im2col is plane c shifted
+// by d = (ky − pad)·w + (kx − pad), so it is one contiguous copy of P floats
+// from the unpadded input, plus zeroing the columns that wrapped around from
+// a neighbouring row. Far cheaper than P / wo copies of wo floats when the
+// planes are narrow (7 wide), and no padded copy is needed.
+bool same_size(const geometry& g) { return g.stride == 1 && g.ho == g.h && g.wo == g.w; }
+
+inline ptrdiff_t shift_of(const geometry& g, int ky, int kx) {
+  return static_cast<ptrdiff_t>(ky - g.pad) * g.w + (kx - g.pad);
+}
+
+// Zeroes, in every output row of an im2col row, the columns that read
+// outside [0, w) for tap kx.
+void zero_wrapped(const geometry& g, int kx, float* row) {
+  int lo = 0, hi = 0;
+  valid_columns(g, kx, lo, hi);
+  if (lo == 0 && hi == g.wo) return;
+  for (int oy = 0; oy < g.ho; ++oy) {
+    zero(row + static_cast<ptrdiff_t>(oy) * g.wo, lo);
+    zero(row + static_cast<ptrdiff_t>(oy) * g.wo + hi, g.wo - hi);
+  }
+}
+
+// im2col of a same-size conv, read from the unpadded input x (planes h × w).
+void im2col_same(const float* x, const geometry& g, ptrdiff_t ld, float* col) {
+  const ptrdiff_t p = g.p();
+  for (int c = 0; c < g.c; ++c) {
+    const float* xc = x + static_cast<ptrdiff_t>(c) * p;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      for (int kx = 0; kx < g.kw; ++kx) {
+        float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ld;
+        const ptrdiff_t d = shift_of(g, ky, kx);
+        const ptrdiff_t lo = std::clamp<ptrdiff_t>(-d, 0, p), hi = std::clamp<ptrdiff_t>(p - d, lo, p);
+        zero(row, lo);
+        copy(xc + lo + d, hi - lo, row + lo);
+        zero(row + hi, p - hi);
+        zero_wrapped(g, kx, row);
+      }
+    }
+  }
+}
+
+// Adjoint of im2col_same, adding into x. Overwrites the wrapped columns of
+// col with zeros (col is scratch here), so each row is one contiguous add;
+// every x element receives its taps in the same (c, ky, kx) order as
+// col2im_add, so the sums are the same bit for bit.
+void col2im_same_add(float* col, const geometry& g, ptrdiff_t ld, float* x) {
+  const ptrdiff_t p = g.p();
+  for (int c = 0; c < g.c; ++c) {
+    float* xc = x + static_cast<ptrdiff_t>(c) * p;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      for (int kx = 0; kx < g.kw; ++kx) {
+        float* row = col + static_cast<ptrdiff_t>((c * g.kh + ky) * g.kw + kx) * ld;
+        zero_wrapped(g, kx, row);
+        const ptrdiff_t d = shift_of(g, ky, kx);
+        const ptrdiff_t lo = std::clamp<ptrdiff_t>(-d, 0, p), hi = std::clamp<ptrdiff_t>(p - d, lo, p);
+        float* dst = xc + d;
+        for (ptrdiff_t i = lo; i < hi; ++i) dst[i] += row[i];
+      }
+    }
+  }
+}
+
 // Copies planes of rows w wide into rows of stride ld (dropping or adding
 // columns), optionally adding, optionally adding a per-plane bias.
 void copy_rows(const float* src, ptrdiff_t src_ld, float* dst, ptrdiff_t dst_ld, int planes, int h, int w,
@@ -209,7 +273,7 @@ void conv2d::forward(const tensor& x, tensor& y, bool train) {
   packed_.resize(kernels::packed_size(out_c_, k));
   kernels::pack_a(weight_.data(), out_c_, k, k, 1, packed_.data());
   ws_.resize(static_cast<std::size_t>(max_threads()));
-  const bool shifted = use_shifted(g.wo);
+  const bool shifted = use_shifted(g.wo), same = same_size(g);
   const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_, p = g.p();
   const int chunk = shifted ? 1 : explicit_chunk(p);
   const ptrdiff_t ld = round_up(static_cast<ptrdiff_t>(chunk) * p, kernels::dot_granule);
@@ -238,9 +302,13 @@ void conv2d::forward(const tensor& x, tensor& y, bool train) {
         copy_rows(out, wp, y.sample(n0), g.wo, out_c_, g.ho, g.wo, nn, p, false, bias);
         continue;
       }
-      float* xp = reserve(w.grad, static_cast<std::size_t>(in_c_) * hp * wp);
       float* col = reserve(w.in, static_cast<std::size_t>(k * ld + kernels::b_slack));
       for (int i = 0; i < cn; ++i) {
+        if (same) {
+          im2col_same(x.sample(n0 + i), g, ld, col + i * p);
+          continue;
+        }
+        float* xp = reserve(w.grad, static_cast<std::size_t>(in_c_) * hp * wp);
         pad_planes(x.sample(n0 + i), in_c_, xs.h, xs.w, pad_, pad_, xp);
         im2col(xp, g, ld, col + i * p);
       }
@@ -266,7 +334,7 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
   for (auto& d : dw_) d.assign(wsize, 0.0f);
   if (dx != nullptr) dx->resize(xs);
 
-  const bool shifted = use_shifted(g.wo);
+  const bool shifted = use_shifted(g.wo), same = same_size(g);
   // Forward operand layout (for the weight gradient).
   const int hp = xs.h + 2 * pad_, wp = xs.w + 2 * pad_, p = g.p();
   const int chunk = shifted ? 1 : explicit_chunk(p);
@@ -345,11 +413,15 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
       }
       float* col = reserve(w.in, static_cast<std::size_t>(k * ld + kernels::b_slack));
       float* a = reserve(w.grad, static_cast<std::size_t>(out_c_ * ld + kernels::b_slack));
-      float* xp = reserve(w.out, static_cast<std::size_t>(in_c_) * hp * wp);
       const ptrdiff_t used = static_cast<ptrdiff_t>(cn) * p;
       for (int i = 0; i < cn; ++i) {
-        pad_planes(x.sample(n0 + i), in_c_, xs.h, xs.w, pad_, pad_, xp);
-        im2col(xp, g, ld, col + i * p);
+        if (same) {
+          im2col_same(x.sample(n0 + i), g, ld, col + i * p);
+        } else {
+          float* xp = reserve(w.out, static_cast<std::size_t>(in_c_) * hp * wp);
+          pad_planes(x.sample(n0 + i), in_c_, xs.h, xs.w, pad_, pad_, xp);
+          im2col(xp, g, ld, col + i * p);
+        }
         for (int o = 0; o < out_c_; ++o) copy(dy.plane(n0 + i, o), p, a + o * ld + i * p);
       }
       for (int r = 0; r < k; ++r) zero(col + r * ld + used, ld - used);
@@ -361,7 +433,11 @@ void conv2d::backward(const tensor& dy, tensor* dx, bool accumulate_dx) {
       for (int i = 0; i < cn; ++i) {
         float* dxn = dx->sample(n0 + i);
         if (!accumulate_dx) zero(dxn, static_cast<ptrdiff_t>(xs.sample()));
-        col2im_add(col + i * p, g, ld, dxn);
+        if (same) {
+          col2im_same_add(col + i * p, g, ld, dxn);
+        } else {
+          col2im_add(col + i * p, g, ld, dxn);
+        }
       }
     }
   }

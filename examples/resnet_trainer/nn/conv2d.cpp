@@ -253,7 +253,7 @@ void conv2d::init_default(rng& g) {
 // The shifted path computes out_w + 2·pad columns per row, the padding
 // columns wasted: 14% extra GEMM work at 14 wide (3×3, pad 1), less than the
 // explicit im2col and col2im copies cost (the 14-wide stage of a 28×28
-// input: +10–16% 1-thread training throughput, docs/benchmarks.md); at 8 or
+// input: +11% median 1-thread training throughput, docs/benchmarks.md); at 8 or
 // 7 wide (25–29%) the explicit buffer wins.
 bool conv2d::use_shifted(int out_w) const {
   return stride_ == 1 && out_w >= 14 && pad_ <= kh_ - 1 && pad_ <= kw_ - 1;

@@ -284,25 +284,7 @@ public:
     any_reconstructor<Net> reconstructor(const nlohmann::json& j) const { return build(reconstructors_, j, "reconstruct"); }
 
 private:
-    policy_registry() {
-        add<uniform>();
-        add<asymptotic>();
-        add<agp>();
-        add<adaptive_sparsity>();
-        add<global_threshold>();
-        add<l1_norm>();
-        add<l2_norm>();
-        add<fpgm>();
-        add<taylor>();
-        add<bn_scale>();
-        add<random_score>();
-        add<no_protection>();
-        add<gradient_pulse>();
-        add<protective>();
-        add<soft>();
-        add<hard>();
-        add<decay>();
-    }
+    policy_registry();
 
     template <class Map>
     static auto build(const Map& m, const nlohmann::json& j, const char* family) {
@@ -323,6 +305,34 @@ private:
     std::map<std::string, factory<any_protector<Net>>> protectors_;
     std::map<std::string, factory<any_reconstructor<Net>>> reconstructors_;
 };
+
+// Out of the class body, so not inline: an explicit instantiation
+// declaration can then keep every translation unit but one from
+// instantiating all the shipped policies (docs/any-pruner.md).
+template <class Net>
+policy_registry<Net>::policy_registry() {
+    add<uniform>();
+    add<asymptotic>();
+    add<agp>();
+    add<adaptive_sparsity>();
+    add<global_threshold>();
+    add<l1_norm>();
+    add<l2_norm>();
+    add<fpgm>();
+    add<taylor>();
+    add<bn_scale>();
+    add<random_score>();
+    add<no_protection>();
+    add<gradient_pulse>();
+    add<protective>();
+    add<soft>();
+    add<hard>();
+    add<decay>();
+}
+
+#ifdef PSAP_EXTERN_REGISTRY
+extern template class policy_registry<network<float>>;
+#endif
 
 namespace detail {
 template <class P>

@@ -76,7 +76,7 @@ struct common_model : Base {
 }  // namespace detail
 
 /// Any schedule, chosen at run time.
-template <class Net>
+template <network_description Net>
 class any_schedule {
     struct iface : detail::common_iface<Net> {
         virtual std::unique_ptr<iface> clone() const = 0;
@@ -103,7 +103,7 @@ public:
 };
 
 /// Any criterion, chosen at run time.
-template <class Net>
+template <network_description Net>
 class any_criterion {
     struct iface : detail::common_iface<Net> {
         virtual std::unique_ptr<iface> clone() const = 0;
@@ -145,7 +145,7 @@ public:
 };
 
 /// Any protector, chosen at run time.
-template <class Net>
+template <network_description Net>
 class any_protector {
     struct iface : detail::common_iface<Net> {
         virtual std::unique_ptr<iface> clone() const = 0;
@@ -202,7 +202,7 @@ public:
 };
 
 /// Any reconstruction policy, chosen at run time.
-template <class Net>
+template <network_description Net>
 class any_reconstructor {
     struct iface : detail::common_iface<Net> {
         virtual std::unique_ptr<iface> clone() const = 0;
@@ -248,12 +248,12 @@ public:
 };
 
 /// A pruner whose four policies are chosen at run time.
-template <class Net = network<float>>
+template <network_description Net = network<float>>
 using any_pruner = pruner<any_schedule<Net>, any_criterion<Net>, any_protector<Net>, any_reconstructor<Net>, Net>;
 
 /// Names -> factories for each family; pre-populated with every shipped
 /// policy, extendable with add<P>() or add_*(name, factory).
-template <class Net = network<float>>
+template <network_description Net = network<float>>
 class policy_registry {
 public:
     template <class E>
@@ -309,7 +309,7 @@ private:
 // Out of the class body, so not inline: an explicit instantiation
 // declaration can then keep every translation unit but one from
 // instantiating all the shipped policies (docs/any-pruner.md).
-template <class Net>
+template <network_description Net>
 policy_registry<Net>::policy_registry() {
     add<uniform>();
     add<asymptotic>();
@@ -395,9 +395,11 @@ inline nlohmann::json resolve_config(const nlohmann::json& cfg) {
     return r;
 }
 
-/// Builds a pruner from a JSON configuration (see the file comment).
-template <class Net = network<float>>
-any_pruner<Net> make_pruner(const nlohmann::json& cfg) {
+/// Builds a pruner from a JSON configuration (see the file comment). Returns
+/// any_pruner<Net>; the type is deduced so that clang, too, reports a wrong
+/// Net by its concept (it checks an alias return type first).
+template <network_description Net = network<float>>
+auto make_pruner(const nlohmann::json& cfg) {
     const auto r = resolve_config(cfg);
     pruner_options o;
     if (r.contains("budget")) {
@@ -419,7 +421,7 @@ any_pruner<Net> make_pruner(const nlohmann::json& cfg) {
 }
 
 /// The configuration a pruner runs with (policies with every parameter).
-template <class Net>
+template <network_description Net>
 nlohmann::json describe(const any_pruner<Net>& p) {
     auto& q = const_cast<any_pruner<Net>&>(p);
     const auto& o = p.options();

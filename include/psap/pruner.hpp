@@ -54,7 +54,7 @@ struct pruner_options {
 };
 
 template <class Schedule, class Criterion, class Protect, class Reconstruct, class Net = network<float>>
-    requires schedule_for<Schedule, Net> && criterion_for<Criterion, Net> && protector_for<Protect, Net> &&
+    requires network_description<Net> && schedule_for<Schedule, Net> && criterion_for<Criterion, Net> && protector_for<Protect, Net> &&
              reconstructor_for<Reconstruct, Net>
 class pruner {
 public:

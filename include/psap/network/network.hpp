@@ -219,6 +219,17 @@ private:
     std::vector<group> groups_;
 };
 
+template <class N>
+inline constexpr bool is_network_v = false;
+template <class T, memory_space M>
+inline constexpr bool is_network_v<network<T, M>> = true;
+
+/// What pruners, presets and registries take as `Net`: a psap::network<T,
+/// Memory> (not its value type: `make_pruner<psap::network<double>>`, not
+/// `make_pruner<double>`).
+template <class N>
+concept network_description = is_network_v<N>;
+
 /// The slices of one group member that belong to the group: its rows of the
 /// weight and gradient, and its entries of bias and batch norm.
 template <class T, memory_space M>

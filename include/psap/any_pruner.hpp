@@ -308,7 +308,8 @@ private:
 
 // Out of the class body, so not inline: an explicit instantiation
 // declaration can then keep every translation unit but one from
-// instantiating all the shipped policies (docs/any-pruner.md).
+// instantiating all the shipped policies (docs/integration.md,
+// "JSON configurations").
 template <network_description Net>
 policy_registry<Net>::policy_registry() {
     add<uniform>();

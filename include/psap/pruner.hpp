@@ -54,8 +54,8 @@ struct pruner_options {
 };
 
 template <class Schedule, class Criterion, class Protect, class Reconstruct, class Net = network<float>>
-    requires network_description<Net> && schedule_for<Schedule, Net> && criterion_for<Criterion, Net> && protector_for<Protect, Net> &&
-             reconstructor_for<Reconstruct, Net>
+    requires network_description<Net> && schedule_for<Schedule, Net> && criterion_for<Criterion, Net> &&
+             protector_for<Protect, Net> && reconstructor_for<Reconstruct, Net>
 class pruner {
 public:
     using network_type = Net;

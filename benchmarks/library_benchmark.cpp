@@ -5,6 +5,7 @@
 //   step/<preset>/<net>/threads:<t>          one pruner.step() at steady state
 //   observe/<preset>/<net>/threads:<t>       one observe() (inside the protector's window)
 //   after_update/<preset>/<net>/threads:<t>  one after_update()
+//   split/psap/<net>/threads:<t>             PSAP's step, then its data passes alone
 //   read/<what>/<net>/threads:<t>            the read pass alone
 //   backend/<op>/<how>/threads:<t>           backend primitives over every member view
 //
@@ -26,6 +27,8 @@
 //   x_read     median call time / read_us
 //   med_us     median call time (the table's figure; the reported time is the mean)
 //   allocs     heap allocations per call (operator new is counted in this binary)
+//   passes_us  split/ only: median time of the step's two data passes alone
+//   rest_us    split/ only: med_us - passes_us, the step's bookkeeping
 #include "alloc_counter.hpp"
 #include "read_pass.hpp"
 #include "resnet56.hpp"
@@ -175,6 +178,52 @@ void bench_step(benchmark::State& state, Make make, bool streams, int threads) {
         t.read.push_back(seconds([&] { benchmark::DoNotOptimize(psap_bench::read_pass(spans, threads)); }));
     }
     t.report(state, static_cast<double>(psap_bench::bytes_of(spans)));
+}
+
+/// The PSAP step split in two, in one process: the whole step, then its two
+/// batched data passes alone (the L2 row norms of every member view; the
+/// finiteness scan of the unscored layers' weights and of every BN gamma and
+/// beta), so rest_us = med_us - passes_us is the step's bookkeeping (what
+/// neither threads nor bandwidth shrink).
+void bench_split(benchmark::State& state, bool streams, int threads) {
+    using B = psap::cpu_backend;
+    using W = psap::matrix_view<const float>;
+    using V = psap::vector_view<const float>;
+    thread_scope ts(threads);
+    steady s(streams, psap::presets::psap(psap::budget{psap::budget_kind::flops, 0.5}, total_epochs));
+    const auto& net = s.model.net();
+    const auto members = s.model.member_weights();
+    std::vector<W> others;
+    std::vector<V> bn;
+    std::vector<std::size_t> rows;
+    for (const auto& w : members) rows.push_back(static_cast<std::size_t>(w.rows()));
+    for (std::size_t i = 0; i < net.layers().size(); ++i) {
+        const auto& l = net.layers()[i];
+        if (l.has_weight() && !s.model.is_member(static_cast<psap::index>(i))) others.push_back(l.weight);
+        if (l.bn) bn.push_back(l.bn->gamma), bn.push_back(l.bn->beta);
+    }
+    psap::measure::slices norms(rows);
+    std::vector<psap::index> first_w(others.size()), first_v(bn.size());
+    const auto spans = touched_by_step(s.model);
+    samples t;
+    std::vector<double> passes;
+    for (auto _ : state) {
+        s.pruner.observe(net);
+        s.pruner.observe(net);
+        const double c = t.time([&] { s.pruner.step(net, steady_epoch); });
+        state.SetIterationTime(c);
+        passes.push_back(seconds([&] {
+            B::row_sq_norms_batch(std::span<const W>(members), norms.all());
+            B::first_nonfinite_rows(std::span<const W>(others), std::span<psap::index>(first_w));
+            B::first_nonfinite_batch(std::span<const V>(bn), std::span<psap::index>(first_v));
+        }));
+        benchmark::DoNotOptimize(norms.data.data());
+        t.read.push_back(seconds([&] { benchmark::DoNotOptimize(psap_bench::read_pass(spans, threads)); }));
+    }
+    t.report(state, static_cast<double>(psap_bench::bytes_of(spans)));
+    const double p = median(passes);
+    state.counters["passes_us"] = p * 1e6;
+    state.counters["rest_us"] = (median(t.call) - p) * 1e6;
 }
 
 template <class Make>
@@ -341,6 +390,9 @@ void register_all() {
                 ->Unit(benchmark::kMicrosecond);
             benchmark::RegisterBenchmark(("read/observe_bytes" + tail).c_str(),
                                          [=](benchmark::State& st) { bench_read(st, streams, threads, true); })
+                ->UseManualTime()
+                ->Unit(benchmark::kMicrosecond);
+            benchmark::RegisterBenchmark(("split/psap" + tail).c_str(), [=](benchmark::State& st) { bench_split(st, streams, threads); })
                 ->UseManualTime()
                 ->Unit(benchmark::kMicrosecond);
         }

@@ -1,6 +1,6 @@
 // Describing models to psap (docs/integration.md, "Describing your model"):
 // a conv with batch norm from raw pointers, a residual stream shared by
-// several blocks, a concatenation, a cost-only layer. The MAC counts are
+// several blocks, a concatenation, a depthwise-separable block, a cost-only layer. The MAC counts are
 // checked against values computed by hand. Prints the cost table of the
 // residual example with `network residual-table`.
 #include <psap/psap.hpp>
@@ -125,6 +125,27 @@ int main(int argc, char** argv) {
         expect(cc.full().macs == 73728 + 8192 + 294912, "concat full MACs");
         const std::vector<psap::index> k{4, 6};
         expect(cc.evaluate(k).macs == 36864 + 6144 + 32 * 10 * 576, "concat MACs with kept channels");
+    }
+    {
+        // [depthwise]
+        // MobileNetV2's inverted residual: expand 1x1 (8 -> 32), depthwise 3x3
+        // (32 filters of one input channel each), project 1x1 (32 -> 8).
+        // Depthwise filter c reads only channel c of the expansion, so it is a
+        // member of the expansion's group, not a consumer: removing channel c
+        // removes that filter. The project conv is the consumer.
+        conv_storage expand{32, 8, 1}, dw{32, 1, 3}, project{8, 32, 1};
+        psap::network<float> mb;
+        const auto le = mb.add_layer(conv_bn_layer("expand", expand, 8));
+        const auto ld = mb.add_layer(conv_bn_layer("depthwise", dw, 8));  // in_channels 1, kernel_area 9
+        const auto lp = mb.add_layer(conv_bn_layer("project", project, 8));
+        mb.add_group("expanded", 32).member(le).member(ld).consumer(lp);
+        // [depthwise]
+        mb.validate();
+        const psap::cost_model cm(mb);
+        // expand 32*8*64, depthwise 32*1*9*64, project 8*32*64; keeping 20
+        // channels costs 20*(8 + 9 + 8)*64.
+        expect(cm.full().macs == 16384 + 18432 + 16384, "depthwise block full MACs");
+        expect(cm.evaluate(std::vector<psap::index>{20}).macs == 20 * 25 * 64, "depthwise block MACs with 20 kept");
     }
     {
         // [cost-only]

@@ -3,6 +3,7 @@
 // a brute-force per-layer recount on random networks.
 #include <psap/network/budget.hpp>
 
+#include <support/mobilenet.hpp>
 #include <support/model.hpp>
 #include <support/random_net.hpp>
 #include <support/resnet.hpp>
@@ -105,6 +106,41 @@ TEST_CASE("Li et al. ResNet-56-pruned-A and -B reductions (baselines.md §2)") {
         // 13.7% comes from the rounded 7.3e5 and is 0.05 points away.
         CHECK(round_to_tenth_percent(costs.reduction(budget_kind::params, kv)) == doctest::Approx(13.8));
         CHECK(std::abs(100 * costs.reduction(budget_kind::params, kv) - 13.7) < 0.1);
+    }
+}
+
+TEST_CASE("an inverted residual (MobileNetV2): the depthwise conv is a member, priced per kept channel with one input each") {
+    // C = 16, E = 64, 8x8 maps. Per block: expand 64*16*64 = 65,536 MACs,
+    // depthwise 64*1*9*64 = 36,864, project 16*64*64 = 65,536; stem
+    // 16*3*9*64 = 27,648; head 10*16 = 160. Params: stem 16*27 + 32 = 464;
+    // expand 64*16 + 128, depthwise 64*9 + 128, project 16*64 + 32 (2,912 a
+    // block); head 160 + 10 bias.
+    model<float> m(inverted_residual_net({.blocks = 2}));
+    m.net().validate();
+    const psap::cost_model costs(m.net());
+    CHECK(costs.full().macs == 27'648 + 2 * 167'936 + 160);
+    CHECK(costs.full().params == 464 + 2 * 2'912 + 170);
+    CHECK(costs.full().filters == 16 + 2 * (64 + 64 + 16) + 10);
+    // Keep 40 and 20 expanded channels and 12 stream channels (groups in
+    // spec order: b1.expanded, b2.expanded, stream). A block keeping k
+    // expanded channels of a 12-wide stream: expand k*12*64, depthwise k*9*64
+    // (each kept filter still reads one channel), project 12*k*64 = 2,112k
+    // MACs; params expand 12k + 2k, depthwise 9k + 2k, project 12k + 24.
+    const std::vector<index> kept{40, 20, 12};
+    CHECK(costs.evaluate(kept).macs == 12 * 27 * 64 + 2'112 * 40 + 2'112 * 20 + 10 * 12);
+    CHECK(costs.evaluate(kept).params == (12 * 27 + 24) + (37 * 40 + 24) + (37 * 20 + 24) + (10 * 12 + 10));
+    for (const auto& w : costs.widths(kept)) {
+        CAPTURE(w.name);
+        if (w.name == "b1.dw") {
+            CHECK(w.out_before == 64);
+            CHECK(w.out_after == 40);
+            CHECK(w.in_after == 1);  // a depthwise filter's input is its own channel, not a consumer slice
+            CHECK(w.macs_after == 40 * 9 * 64);
+        }
+        if (w.name == "b2.project") {
+            CHECK(w.in_after == 20);
+            CHECK(w.out_after == 12);
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 #include <psap/pruner.hpp>
 
 #include <support/driver.hpp>
+#include <support/mobilenet.hpp>
 #include <support/model.hpp>
 #include <support/random_net.hpp>
 #include <support/seed.hpp>
@@ -96,6 +97,53 @@ TEST_CASE_TEMPLATE("the four hooks with every preset: budgets met, log and keep-
         CHECK(res.reduction(target.kind) >= target.target - 1e-12);
         CHECK(res.layers.size() == m.net().layers().size());
     }
+}
+
+TEST_CASE_TEMPLATE("depthwise members: every preset removes a channel's expand filter and depthwise filter together", P,
+                   preset_psap, preset_static_gate, preset_sfp, preset_asfp, preset_fpgm, preset_l1, preset_slimming,
+                   preset_taylor, preset_agp, preset_random) {
+    const auto seed = psap_test::seed() + 850;
+    CAPTURE(seed);
+    model<float> m(inverted_residual_net({.blocks = 2, .gate_grad = true}));
+    m.fill_random(seed);
+    const psap::budget target{budget_kind::flops, 0.4};
+    auto p = P::make(target, 8);
+    run(p, m, {.grad_seed = seed, .epochs = 8});
+    CHECK(p.log().back().reduction >= target.target - 1e-12);
+    // A pruned channel is silenced in both members: its filter is zero
+    // (hard, soft: the last step just zeroed it) or its BN gate is closed
+    // (protective: gamma = beta = 0).
+    const auto silenced = [&](const std::string& layer, index c) {
+        auto& l = m.layer(layer);
+        bool zero = true;
+        for (index j = 0; j < l.fan_in(); ++j) zero = zero && l.weight(c, j) == 0.0f;
+        const auto k = static_cast<std::size_t>(c);
+        return zero || (l.gamma[k] == 0.0f && l.beta[k] == 0.0f);
+    };
+    const auto res = p.finalize(m.net());
+    index pruned_total = 0;
+    for (int b = 1; b <= 2; ++b) {
+        const std::string blk = str("b", b, ".");
+        const auto g = static_cast<std::size_t>(m.net().find_group(blk + "expanded"));
+        const auto& mask = p.groups()[g].pruned;
+        for (std::size_t c = 0; c < mask.size(); ++c) {
+            if (!mask[c]) continue;
+            CAPTURE(c);
+            ++pruned_total;
+            CHECK(silenced(blk + "expand", static_cast<index>(c)));
+            CHECK(silenced(blk + "dw", static_cast<index>(c)));
+        }
+        // The compact widths: both members keep the group's channels, the
+        // depthwise filters still read one channel each, the project conv
+        // reads the kept ones.
+        const auto kept = static_cast<index>(res.groups[g].kept.size());
+        for (const auto& w : res.layers) {
+            if (w.name == blk + "dw") CHECK((w.out_after == kept && w.in_after == 1));
+            if (w.name == blk + "expand") CHECK(w.out_after == kept);
+            if (w.name == blk + "project") CHECK(w.in_after == kept);
+        }
+    }
+    CHECK(pruned_total > 0);
 }
 
 TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pruner decides and logs as the uninterrupted run", P,

@@ -29,15 +29,8 @@ struct mobilenet_options {
 inline model_spec inverted_residual_net(const mobilenet_options& o) {
     model_spec s;
     auto conv = [&](std::string name, index out, index in, index kernel_area) {
-        layer_spec l;
-        l.name = std::move(name);
-        l.out = out;
-        l.in = in;
-        l.kernel_area = kernel_area;
-        l.positions = 64;
-        l.bn = true;
-        l.gate_grad = o.gate_grad;
-        s.layers.push_back(l);
+        s.layers.push_back({.name = std::move(name), .out = out, .in = in, .kernel_area = kernel_area, .positions = 64,
+                            .bn = true, .gate_grad = o.gate_grad});
     };
     conv("stem", o.channels, 3, 9);
     group_spec stream{.name = "stream", .size = o.channels, .members = {{"stem"}}, .consumers = {}};

@@ -19,6 +19,7 @@ is gone.
   scripts/compare.py --protocol ablation              # PSAP's open choices
   scripts/compare.py --protocol cifar --data-dir DIR  # ResNet-56 on CIFAR-10
   scripts/compare.py --protocol quick --report-only   # tables and plots from finished runs
+  scripts/compare.py --protocol full --status         # where a sweep stands; runs and writes nothing
 """
 from __future__ import annotations
 
@@ -176,6 +177,47 @@ def run_all(a, runs: list[tuple[str, float, int]]) -> None:
                 failed.append(out.name)
     if failed:
         print(f"compare: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the command to retry them")
+
+
+def status(a, runs: list[tuple[str, float, int]]) -> None:
+    """Where a sweep stands: finished, partial (epochs done) and pending runs, and
+    an estimate of what is left. Reads only; starts, archives and writes nothing."""
+    walls, left = [], 0.0
+    counts = {"finished": 0, "partial": 0, "pending": 0}
+    for m, b, s in runs:
+        name = run_name(m, b, s)
+        out = a.runs_dir / name
+        if (out / "result.json").exists():
+            r = json.loads((out / "result.json").read_text())
+            state, what = "finished", f"{100 * r['accuracy']['final']:.2f}% final, {r['wall_seconds']:.0f} s"
+            walls.append(r["wall_seconds"])
+        elif (rec := read_record(a, name)) is not None:
+            state, what = "finished", f"{100 * rec['accuracy']['final']:.2f}% final (record)"
+            if rec.get("source") == "run":
+                walls.append(rec["wall_seconds"])
+        elif (out / "last.safetensors").exists():
+            st = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
+            total = (st.get("settings", {}).get("epochs") or 0) + (st.get("prune", {}).get("finetune_epochs") or 0)
+            metrics = out / "metrics.jsonl"
+            ms = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
+            state = "partial"
+            what = f"{len(ms)} of {total or '?'} epochs done"
+            if ms:
+                what += f", test accuracy {100 * ms[-1]['test_acc']:.2f}% after the last"
+            left += 1 - len(ms) / total if total else 1
+        else:
+            state, what = "pending", ""
+            left += 1
+        counts[state] += 1
+        print(f"  {state:9}{name:28}{what}".rstrip())
+    print(f"compare: {counts['finished']} finished, {counts['partial']} partial, {counts['pending']} pending "
+          f"({len(runs)} runs in {a.runs_dir})")
+    if walls and left > 0:
+        typical = statistics.median(walls)
+        sec = left * typical / a.jobs
+        print(f"compare: about {f'{sec / 3600:.1f} h' if sec >= 3600 else f'{sec / 60:.0f} min'} left at {a.jobs} "
+              f"run(s) at a time "
+              f"({left:.1f} runs to go, {typical:.0f} s per finished run, median of {len(walls)})")
 
 
 RECORD_SCHEMA = "psap/compare-record/1"
@@ -507,6 +549,8 @@ def main() -> None:
     ap.add_argument("--psap-train")
     ap.add_argument("--report-only", action="store_true", help="no runs: tables and plots from finished runs")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument("--status", action="store_true",
+                    help="where the sweep stands (finished, partial, pending runs); runs and writes nothing")
     ap.add_argument("extra", nargs="*", help="after --: more psap-train prune options for every run")
     argv = sys.argv[1:]
     a = ap.parse_args()
@@ -522,8 +566,9 @@ def main() -> None:
     a.runs_dir = (a.runs_dir or ROOT / "runs" / p.get("runs", f"compare-{a.protocol}")).resolve()
     # Protocols sharing a runs directory (ablation reuses quick's) share records.
     a.archive_dir = (a.archive_dir or a.plots_dir / "runs" / p.get("runs", a.protocol).removeprefix("compare-")).resolve()
-    a.psap_train = find_psap_train(a.psap_train).resolve()
-    if not a.report_only and not a.dry_run:
+    if not a.status:
+        a.psap_train = find_psap_train(a.psap_train).resolve()
+    if not a.report_only and not a.dry_run and not a.status:
         # A private copy: rebuilding the tree during a long sweep must not
         # change the binary half-way through it.
         # Copied to a temporary name and renamed: runs still using the old
@@ -542,6 +587,9 @@ def main() -> None:
                         runs.append((m, 0.0, s))
                 else:
                     runs.append((m, b, s))
+    if a.status:
+        status(a, runs)
+        return
     if a.dry_run:
         for m, b, s in runs:
             cmd = command(a, m, b, s, a.runs_dir / run_name(m, b, s))

@@ -9,7 +9,8 @@ Each run's record must be written when the run finishes, before the next run
 starts, so that a sweep stopped half-way keeps its finished runs.
 A record of another setting (more epochs) must not stand for a run, a run
 directory of another setting is refused, and a corrupt record must stop the
-script with a message naming the file.
+script with a message naming the file. `--status` lists finished, partial and
+pending runs and writes nothing.
 """
 import argparse
 import json
@@ -104,6 +105,28 @@ def main():
                   "record %s: last step's fractions differ from the log" % name)
         else:
             check(rec["ratios"] is None, "record %s: ratios for a method that is not PSAP" % name)
+
+    # --status reads the sweep without running or writing anything: the two
+    # finished runs, a partial run (faked: a checkpoint, 1 of 4 epochs) and a
+    # pending one, with an estimate of what is left.
+    partial = os.path.join(runs, "unpruned-s2")
+    os.makedirs(partial)
+    open(os.path.join(partial, "last.safetensors"), "w").close()
+    with open(os.path.join(partial, "settings.json"), "w") as f:
+        json.dump({"settings": {"epochs": 4}, "prune": {"finetune_epochs": 0}}, f)
+    with open(os.path.join(partial, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"epoch": 1, "phase": "prune", "test_acc": 0.5}) + "\n")
+    listing = lambda: sorted((d, sorted(fs)) for d, _, fs in os.walk(work))
+    before = (listing(), os.path.getmtime(report))
+    out = compare(base + ["--seeds", "1", "2", "--status"])  # the later --seeds wins
+    check("finished unpruned-s1" in out and "finished psap-b50-s1" in out, "--status: finished runs not listed")
+    check("partial  unpruned-s2                 1 of 4 epochs done, test accuracy 50.00% after the last" in out,
+          "--status: the partial run's epochs")
+    check("pending  psap-b50-s2" in out, "--status: the pending run")
+    check("2 finished, 1 partial, 1 pending" in out and "min left at 2 run(s) at a time (1.8 runs to go" in out,
+          "--status: the summary")
+    check((listing(), os.path.getmtime(report)) == before, "--status wrote or removed files")
+    shutil.rmtree(partial)
 
     # The runs directory is lost: the same command reruns nothing and reports the same tables.
     shutil.rmtree(runs)

@@ -19,7 +19,7 @@ is gone.
   scripts/compare.py --protocol ablation              # PSAP's open choices
   scripts/compare.py --protocol cifar --data-dir DIR  # ResNet-56 on CIFAR-10
   scripts/compare.py --protocol quick --report-only   # tables and plots from finished runs
-  scripts/compare.py --protocol full --status         # where a sweep stands; runs and writes nothing
+  scripts/compare.py --protocol full --status         # where a sweep stands; starts and writes nothing
 """
 from __future__ import annotations
 
@@ -179,11 +179,28 @@ def run_all(a, runs: list[tuple[str, float, int]]) -> None:
         print(f"compare: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the command to retry them")
 
 
+def running_outputs() -> dict[Path, bool]:
+    """--output directory -> stopped (SIGSTOP), for the psap-train processes alive now (Linux /proc)."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if not (args and args[0].endswith("psap-train") and "--output" in args[:-1]):
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):  # the process ended while we looked
+            continue
+        found[Path(args[args.index("--output") + 1]).resolve()] = state in ("T", "t")
+    return found
+
+
 def status(a, runs: list[tuple[str, float, int]]) -> None:
-    """Where a sweep stands: finished, partial (epochs done) and pending runs, and
-    an estimate of what is left. Reads only; starts, archives and writes nothing."""
+    """Where a sweep stands: finished, running or partial (epochs done) and pending
+    runs, and an estimate of what is left. Reads only; starts, archives and
+    writes nothing."""
     walls, left = [], 0.0
-    counts = {"finished": 0, "partial": 0, "pending": 0}
+    counts = {"finished": 0, "running": 0, "partial": 0, "pending": 0}
+    alive = running_outputs()
     for m, b, s in runs:
         name = run_name(m, b, s)
         out = a.runs_dir / name
@@ -200,18 +217,20 @@ def status(a, runs: list[tuple[str, float, int]]) -> None:
             total = (st.get("settings", {}).get("epochs") or 0) + (st.get("prune", {}).get("finetune_epochs") or 0)
             metrics = out / "metrics.jsonl"
             ms = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
-            state = "partial"
+            state = "running" if out.resolve() in alive else "partial"
             what = f"{len(ms)} of {total or '?'} epochs done"
             if ms:
                 what += f", test accuracy {100 * ms[-1]['test_acc']:.2f}% after the last"
+            if alive.get(out.resolve()):
+                what += " (its process is stopped)"
             left += 1 - len(ms) / total if total else 1
         else:
             state, what = "pending", ""
             left += 1
         counts[state] += 1
         print(f"  {state:9}{name:28}{what}".rstrip())
-    print(f"compare: {counts['finished']} finished, {counts['partial']} partial, {counts['pending']} pending "
-          f"({len(runs)} runs in {a.runs_dir})")
+    print(f"compare: {counts['finished']} finished, {counts['running']} running, {counts['partial']} partial "
+          f"(no process), {counts['pending']} pending ({len(runs)} runs in {a.runs_dir})")
     if walls and left > 0:
         typical = statistics.median(walls)
         sec = left * typical / a.jobs
@@ -550,7 +569,7 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="no runs: tables and plots from finished runs")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     ap.add_argument("--status", action="store_true",
-                    help="where the sweep stands (finished, partial, pending runs); runs and writes nothing")
+                    help="where the sweep stands (finished, running, partial, pending runs); starts and writes nothing")
     ap.add_argument("extra", nargs="*", help="after --: more psap-train prune options for every run")
     argv = sys.argv[1:]
     a = ap.parse_args()

@@ -9,13 +9,14 @@ Each run's record must be written when the run finishes, before the next run
 starts, so that a sweep stopped half-way keeps its finished runs.
 A record of another setting (more epochs) must not stand for a run, a run
 directory of another setting is refused, and a corrupt record must stop the
-script with a message naming the file. `--status` lists finished, partial and
-pending runs and writes nothing.
+script with a message naming the file. `--status` lists finished, running, partial
+and pending runs and writes nothing.
 """
 import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -123,9 +124,26 @@ def main():
     check("partial  unpruned-s2                 1 of 4 epochs done, test accuracy 50.00% after the last" in out,
           "--status: the partial run's epochs")
     check("pending  psap-b50-s2" in out, "--status: the pending run")
-    check("2 finished, 1 partial, 1 pending" in out and "min left at 2 run(s) at a time (1.8 runs to go" in out,
-          "--status: the summary")
+    check("2 finished, 0 running, 1 partial (no process), 1 pending" in out
+          and "min left at 2 run(s) at a time (1.8 runs to go" in out, "--status: the summary")
     check((listing(), os.path.getmtime(report)) == before, "--status wrote or removed files")
+    # A process writing the partial run makes it "running"; stopped, it says so.
+    # The process is Python under the name psap-train (a symbolic link), so
+    # /proc shows the name and the --output argument a real run would have.
+    fake = os.path.join(work, "bin", "psap-train")
+    os.makedirs(os.path.dirname(fake), exist_ok=True)
+    os.symlink(sys.executable, fake)
+    proc = subprocess.Popen([fake, "-c", "import time; time.sleep(120)", "--output", partial])
+    try:
+        out = compare(base + ["--seeds", "1", "2", "--status"])
+        check("running  unpruned-s2" in out and "1 running, 0 partial" in out, "--status: the live run")
+        proc.send_signal(signal.SIGSTOP)
+        out = compare(base + ["--seeds", "1", "2", "--status"])
+        check("after the last (its process is stopped)" in out, "--status: the stopped run")
+    finally:
+        proc.kill()
+        proc.wait()
+    os.remove(fake)
     shutil.rmtree(partial)
 
     # The runs directory is lost: the same command reruns nothing and reports the same tables.

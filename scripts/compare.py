@@ -212,7 +212,7 @@ def status(a, runs: list[tuple[str, float, int]]) -> None:
             state, what = "finished", f"{100 * rec['accuracy']['final']:.2f}% final (record)"
             if rec.get("source") == "run":
                 walls.append(rec["wall_seconds"])
-        elif (out / "last.safetensors").exists():
+        elif (out / "last.safetensors").exists() or out.resolve() in alive:  # alive: before its first checkpoint
             st = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
             total = (st.get("settings", {}).get("epochs") or 0) + (st.get("prune", {}).get("finetune_epochs") or 0)
             metrics = out / "metrics.jsonl"

@@ -133,16 +133,20 @@ def main():
     fake = os.path.join(work, "bin", "psap-train")
     os.makedirs(os.path.dirname(fake), exist_ok=True)
     os.symlink(sys.executable, fake)
-    proc = subprocess.Popen([fake, "-c", "import time; time.sleep(120)", "--output", partial])
+    # A second one stands for a run started moments ago, before its first checkpoint.
+    procs = [subprocess.Popen([fake, "-c", "import time; time.sleep(120)", "--output", d])
+             for d in (partial, os.path.join(runs, "psap-b50-s2"))]
     try:
         out = compare(base + ["--seeds", "1", "2", "--status"])
-        check("running  unpruned-s2" in out and "1 running, 0 partial" in out, "--status: the live run")
-        proc.send_signal(signal.SIGSTOP)
+        check("running  unpruned-s2" in out and "running  psap-b50-s2                 0 of ? epochs done" in out
+              and "2 running, 0 partial" in out, "--status: the live runs")
+        procs[0].send_signal(signal.SIGSTOP)
         out = compare(base + ["--seeds", "1", "2", "--status"])
         check("after the last (its process is stopped)" in out, "--status: the stopped run")
     finally:
-        proc.kill()
-        proc.wait()
+        for p in procs:
+            p.kill()
+            p.wait()
     os.remove(fake)
     shutil.rmtree(partial)
 

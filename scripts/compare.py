@@ -198,7 +198,7 @@ def status(a, runs: list[tuple[str, float, int]]) -> None:
     """Where a sweep stands: finished, running or partial (epochs done) and pending
     runs, and an estimate of what is left. Reads only; starts, archives and
     writes nothing."""
-    walls, left = [], 0.0
+    walls, left, longest = [], 0.0, 0.0  # longest: the largest fraction of one run still to go
     counts = {"finished": 0, "running": 0, "partial": 0, "pending": 0}
     alive = running_outputs()
     for m, b, s in runs:
@@ -223,17 +223,18 @@ def status(a, runs: list[tuple[str, float, int]]) -> None:
                 what += f", test accuracy {100 * ms[-1]['test_acc']:.2f}% after the last"
             if alive.get(out.resolve()):
                 what += " (its process is stopped)"
-            left += 1 - len(ms) / total if total else 1
+            rest = 1 - len(ms) / total if total else 1
+            left, longest = left + rest, max(longest, rest)
         else:
             state, what = "pending", ""
-            left += 1
+            left, longest = left + 1, 1.0
         counts[state] += 1
         print(f"  {state:9}{name:28}{what}".rstrip())
     print(f"compare: {counts['finished']} finished, {counts['running']} running, {counts['partial']} partial "
           f"(no process), {counts['pending']} pending ({len(runs)} runs in {a.runs_dir})")
     if walls and left > 0:
         typical = statistics.median(walls)
-        sec = left * typical / a.jobs
+        sec = max(left / a.jobs, longest) * typical  # jobs share the work, but one run does not split
         print(f"compare: about {f'{sec / 3600:.1f} h' if sec >= 3600 else f'{sec / 60:.0f} min'} left at {a.jobs} "
               f"run(s) at a time "
               f"({left:.1f} runs to go, {typical:.0f} s per finished run, median of {len(walls)})")

@@ -179,6 +179,11 @@ def run_all(a, runs: list[tuple[str, float, int]]) -> None:
         print(f"compare: {len(failed)} run(s) failed: {', '.join(failed)}; rerun the command to retry them")
 
 
+def read_jsonl(p: Path) -> list[dict]:
+    """The records of a JSON-lines file; none when it does not exist."""
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
+
 def running_outputs() -> dict[Path, bool]:
     """--output directory -> stopped (SIGSTOP), for the psap-train processes alive now (Linux /proc)."""
     found = {}
@@ -204,6 +209,7 @@ def status(a, runs: list[tuple[str, float, int]]) -> None:
     for m, b, s in runs:
         name = run_name(m, b, s)
         out = a.runs_dir / name
+        stopped = alive.get(out.resolve())  # None: no process writes this run
         if (out / "result.json").exists():
             r = json.loads((out / "result.json").read_text())
             state, what = "finished", f"{100 * r['accuracy']['final']:.2f}% final, {r['wall_seconds']:.0f} s"
@@ -212,16 +218,15 @@ def status(a, runs: list[tuple[str, float, int]]) -> None:
             state, what = "finished", f"{100 * rec['accuracy']['final']:.2f}% final (record)"
             if rec.get("source") == "run":
                 walls.append(rec["wall_seconds"])
-        elif (out / "last.safetensors").exists() or out.resolve() in alive:  # alive: before its first checkpoint
+        elif (out / "last.safetensors").exists() or stopped is not None:  # alive: before its first checkpoint
             st = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
             total = (st.get("settings", {}).get("epochs") or 0) + (st.get("prune", {}).get("finetune_epochs") or 0)
-            metrics = out / "metrics.jsonl"
-            ms = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
-            state = "running" if out.resolve() in alive else "partial"
+            ms = read_jsonl(out / "metrics.jsonl")
+            state = "partial" if stopped is None else "running"
             what = f"{len(ms)} of {total or '?'} epochs done"
             if ms:
                 what += f", test accuracy {100 * ms[-1]['test_acc']:.2f}% after the last"
-            if alive.get(out.resolve()):
+            if stopped:
                 what += " (its process is stopped)"
             rest = 1 - len(ms) / total if total else 1
             left, longest = left + rest, max(longest, rest)
@@ -262,8 +267,7 @@ def record_from_run(a, out: Path) -> dict:
         sys.exit(f"compare.py: {out} holds a run of another setting ("
                  + ", ".join(f"{k} {f!r}, this sweep {w!r}" for k, (f, w) in wrong.items())
                  + "); move it away or give this sweep its own --runs-dir")
-    metrics = out / "metrics.jsonl"
-    ms = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
+    ms = read_jsonl(out / "metrics.jsonl")
     steps = [st for st in r.get("steps", []) if st.get("step", 0) > 0]
     rec = dict(
         schema=RECORD_SCHEMA, run=out.name, setting=setting(a), source="run",
@@ -275,7 +279,7 @@ def record_from_run(a, out: Path) -> dict:
         curve=[x["test_acc"] for x in ms if x.get("phase", "prune") == "prune"], ratios=None)
     log = out / "pruning_log.jsonl"
     if out.name.startswith("psap") and log.exists():
-        steps_log = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+        steps_log = read_jsonl(log)
         if steps_log:
             rec["ratios"] = dict(groups=[g["group"] for g in steps_log[0]["groups"]],
                                  steps=[st["step"] for st in steps_log],

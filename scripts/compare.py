@@ -349,6 +349,47 @@ def fmt_pct(ms: tuple[float, float], digits: int = 2) -> str:
     return f"{100 * m:.{digits}f} ± {100 * s:.{digits}f}"
 
 
+# Student's t quantile t(0.975, df) for df = 1..30 (the usual table, 3 decimals).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """Two-sided 95% quantile of Student's t with df degrees of freedom. Past
+    the table: the Cornish-Fisher expansion around the normal quantile, whose
+    error at df > 30 is below 1e-3."""
+    if df < 1:
+        raise ValueError(f"t975: df {df} must be >= 1")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def paired(a, method: str, other: str, budget: float) -> dict | None:
+    """Final accuracy of `method` minus `other`, seed by seed, over the seeds
+    both have. The same seed gives both runs the same initial weights and the
+    same data order, so the difference cancels what the seeds share; the 95%
+    interval of its mean is Student's t with n - 1 degrees of freedom."""
+    diffs = {}
+    for s in a.seeds:
+        x, y = load(a, method, budget, s), load(a, other, budget, s)
+        if x is not None and y is not None:
+            diffs[s] = x["accuracy"]["final"] - y["accuracy"]["final"]
+    if not diffs:
+        return None
+    d = list(diffs.values())
+    mean = statistics.fmean(d)
+    half = t975(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    return dict(by_seed=diffs, n=len(d), mean=mean, low=mean - half, high=mean + half,
+                ahead=sum(x > 0 for x in d))
+
+
+def fmt_pts(x: float) -> str:
+    """A difference of accuracies (fractions) in points, signed, with a real minus sign."""
+    return "–" if math.isnan(x) else f"{100 * x:+.2f}".replace("-", "−")
+
+
 def summarise(a, method: str, budget: float) -> dict | None:
     rs = [r for s in a.seeds if (r := load(a, method, budget, s)) is not None]
     if not rs:
@@ -505,6 +546,20 @@ def report(a, tag: str, argv: list[str]) -> str:
                          + ("" if s["met"] else " (budget not met)"))
         lines.append("")
         d = dict(rows)
+        pairs = [(m, pr) for m, _ in sorted(rows, key=lambda ms: -ms[1]["final"][0])
+                 if m != "psap" and "psap" in d and (pr := paired(a, "psap", m, b))]
+        if pairs:
+            lines += ["PSAP minus each method, seed by seed (final accuracy, points; the same seed means the same "
+                      "initial weights and data order), the mean difference with its 95% t-interval, and the "
+                      "seeds in which PSAP is ahead:", "",
+                      "| PSAP minus | " + " | ".join(f"seed {s}" for s in a.seeds) + " | mean | 95% interval | PSAP ahead |",
+                      "|---|" + "---|" * len(a.seeds) + "---|---|---|"]
+            for m, pr in pairs:
+                cells = [fmt_pts(pr["by_seed"][s]) if s in pr["by_seed"] else "" for s in a.seeds]
+                ci = f"[{fmt_pts(pr['low'])}, {fmt_pts(pr['high'])}]" if pr["n"] > 1 else "– (one seed)"
+                lines.append(f"| {m} | " + " | ".join(cells) + f" | {fmt_pts(pr['mean'])} | {ci} | "
+                             f"{pr['ahead']} of {pr['n']} |")
+            lines.append("")
         if "psap" in d:
             base = [(m, d[m]) for m in BASELINES if m in d and m != "static_gate"]
             ctrl = d.get("static_gate")
@@ -513,6 +568,14 @@ def report(a, tag: str, argv: list[str]) -> str:
                 ok = d["psap"]["final"][0] >= best["final"][0]
                 verdicts.append(f"* {int(b * 100)}%: PSAP {fmt_pct(d['psap']['final'])} vs the best baseline, "
                                 f"{best_m}, {fmt_pct(best['final'])}: goal {'**met**' if ok else '**not met**'}.")
+                pr = paired(a, "psap", best_m, b)
+                if pr and pr["n"] > 1:
+                    verdicts.append(
+                        f"* {int(b * 100)}%: seed by seed, PSAP minus {best_m} is {fmt_pts(pr['mean'])} points, "
+                        f"95% interval [{fmt_pts(pr['low'])}, {fmt_pts(pr['high'])}] over {pr['n']} seeds: "
+                        + ("the interval holds 0, so these seeds do not separate the two."
+                           if pr["low"] <= 0 <= pr["high"] else
+                           "PSAP is behind beyond seed noise." if pr["high"] < 0 else "PSAP is ahead beyond seed noise."))
             if ctrl:
                 verdicts.append(f"* {int(b * 100)}%: PSAP vs the static-gate control {fmt_pct(ctrl['final'])}: "
                                 f"{'above' if d['psap']['final'][0] >= ctrl['final'][0] else 'below'}.")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what psap needs on Debian 12 (as root; idempotent, quiet when
 # everything is already there). Usage: scripts/setup.sh [--python]
-#   --python  also create .venv (system site packages + PyPI: safetensors,
-#             onnxruntime, torch-pruning) for the interop and comparison tests.
+#   --python  also what only the tests use: libtorch-dev (the libtorch
+#             adapter's test and example) and .venv (system site packages +
+#             PyPI: safetensors, onnxruntime, torch-pruning) for the interop
+#             and comparison tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ packages=(build-essential cmake ninja-build clang libomp-14-dev libclang-rt-14-d
           libeigen3-dev libxtensor-dev doctest-dev libbenchmark-dev libcli11-dev
           nlohmann-json3-dev zlib1g-dev dataset-fashion-mnist
           python3 python3-venv python3-pip python3-numpy python3-torch python3-matplotlib python3-onnx)
+[[ "${1:-}" == "--python" ]] && packages+=(libtorch-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -150,7 +150,8 @@ auto filters(X&&) {
                   "psap::filters(x): x is not a filter_bank source. Pass (pointer, n, k), a model of "
                   "psap::filter_bank (include <psap/tensor/concepts.hpp>), an Eigen dense matrix/Map/Ref/Block or "
                   "Eigen::Tensor/TensorMap (include <psap/tensor/eigen.hpp>), or an xtensor container/view "
-                  "(include <psap/tensor/xtensor.hpp>), holding float or double");
+                  "(include <psap/tensor/xtensor.hpp>), or a torch::Tensor (include <psap/tensor/torch.hpp>), holding "
+                  "float or double");
     return matrix_view<float>{};
 }
 template <class X>
@@ -158,8 +159,9 @@ auto channels(X&&) {
     static_assert(detail::always_false<X>,
                   "psap::channels(x): x is not a channel_vector source. Pass (pointer, n), a model of "
                   "psap::channel_vector (include <psap/tensor/concepts.hpp>), an Eigen vector or rank-1 "
-                  "Eigen::Tensor (include <psap/tensor/eigen.hpp>), or a rank-1 xtensor expression "
-                  "(include <psap/tensor/xtensor.hpp>), holding float or double");
+                  "Eigen::Tensor (include <psap/tensor/eigen.hpp>), a rank-1 xtensor expression "
+                  "(include <psap/tensor/xtensor.hpp>) or a rank-1 torch::Tensor (include <psap/tensor/torch.hpp>), "
+                  "holding float or double");
     return vector_view<float>{};
 }
 

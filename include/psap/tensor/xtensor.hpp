@@ -15,6 +15,7 @@
 
 #include <psap/error.hpp>
 #include <psap/tensor/concepts.hpp>
+#include <psap/tensor/strides.hpp>
 #include <psap/tensor/view.hpp>
 
 #include <xtensor/xarray.hpp>
@@ -22,11 +23,7 @@
 
 #include <concepts>
 #include <cstddef>
-#include <sstream>
-#include <string>
 #include <type_traits>
-#include <utility>
-#include <vector>
 
 namespace psap {
 
@@ -54,51 +51,6 @@ inline constexpr bool xtensor_owning<xt::xtensor_container<EC, N, L, Tag>> = tru
 template <class ET, class S, xt::layout_type L, bool SH, class Tag>
 inline constexpr bool xtensor_owning<xt::xfixed_container<ET, S, L, SH, Tag>> = true;
 
-template <class Shape, class Strides>
-std::string describe_layout(const Shape& shape, const Strides& strides) {
-    std::ostringstream os;
-    os << "shape (";
-    for (std::size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-    os << "), strides (";
-    for (std::size_t i = 0; i < strides.size(); ++i) os << (i ? ", " : "") << strides[i];
-    os << ")";
-    return os.str();
-}
-
-/// The stride of the fan-in after collapsing dimensions [1, rank) (unit extents
-/// dropped), with their product in `k`; fails with the reason when no single
-/// stride walks them in storage order.
-template <class Shape, class Strides>
-index collapse_fan_in(const Shape& shape, const Strides& strides, index& k) {
-    std::vector<std::pair<index, index>> dims;  // (extent, stride) of the non-unit fan-in dimensions
-    k = 1;
-    for (std::size_t i = 1; i < shape.size(); ++i) {
-        k *= static_cast<index>(shape[i]);
-        if (shape[i] != 1) dims.emplace_back(static_cast<index>(shape[i]), static_cast<index>(strides[i]));
-    }
-    if (dims.empty() || k == 0) return 1;
-    for (const auto& d : dims)
-        if (d.second == 0)
-            fail("psap::filters: the xtensor expression (", describe_layout(shape, strides),
-                 ") repeats values along a fan-in dimension (stride 0, e.g. a broadcast); pruning must write "
-                 "each weight once: evaluate it into an xt::xarray first");
-    // Innermost last (row-major order): stride[a] == stride[a+1] * extent[a+1].
-    // Innermost first (column-major order): stride[a+1] == stride[a] * extent[a].
-    auto walks = [&](bool innermost_last) {
-        for (std::size_t a = 0; a + 1 < dims.size(); ++a) {
-            const auto& outer = innermost_last ? dims[a] : dims[a + 1];
-            const auto& inner = innermost_last ? dims[a + 1] : dims[a];
-            if (outer.second != inner.second * inner.first) return false;
-        }
-        return true;
-    };
-    if (walks(true)) return dims.back().second;
-    if (walks(false)) return dims.front().second;
-    fail("psap::filters: the fan-in of the xtensor expression (", describe_layout(shape, strides), ") spans dimensions 1..",
-         shape.size() - 1,
-         " with strides no single stride can walk, so it cannot be viewed as N filters x K values without a copy; "
-         "copy it into a contiguous xt::xarray first (e.g. xt::xarray<float> w = expr;)");
-}
 }  // namespace detail
 
 /// An xtensor container, adaptor or strided view of rank >= 2 as filters:
@@ -118,7 +70,8 @@ auto filters(E&& e) {
         detail::fail("psap::filters: an xtensor expression needs rank >= 2 (filters x fan-in...), got rank ", e.dimension(),
                      "; use psap::channels for one value per channel");
     index k = 0;
-    const index col_stride = detail::collapse_fan_in(e.shape(), e.strides(), k);
+    const index col_stride = detail::collapse_fan_in(e.shape(), e.strides(), k, "xtensor expression",
+                                                      "copy it into a contiguous xt::xarray first (e.g. xt::xarray<float> w = expr;)");
     const index n = static_cast<index>(e.shape()[0]);
     index row_stride = static_cast<index>(e.strides()[0]);
     if (n <= 1) row_stride = k;  // xtensor reports stride 0 for a unit extent

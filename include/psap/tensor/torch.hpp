@@ -25,6 +25,11 @@
 /// (tests/tensor/torch_test.cpp checks it). Do not view a temporary copy
 /// (w.contiguous() of a non-contiguous w, w.to(...)): the copy is freed at the
 /// end of the statement.
+///
+/// psap writes through the views behind autograd's back (no version-counter
+/// bump), as an optimizer does under NoGradGuard: call step() and
+/// after_update() when no graph that saved the parameters is still alive,
+/// i.e. after backward(), as in the usual loop.
 
 #include <psap/error.hpp>
 #include <psap/tensor/memory.hpp>

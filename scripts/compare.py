@@ -547,7 +547,7 @@ def report(a, tag: str, argv: list[str]) -> str:
         lines.append("")
         d = dict(rows)
         pairs = [(m, pr) for m, _ in sorted(rows, key=lambda ms: -ms[1]["final"][0])
-                 if m != "psap" and "psap" in d and (pr := paired(a, "psap", m, b))]
+                 if m != "psap" and (pr := paired(a, "psap", m, b))] if "psap" in d else []
         if pairs:
             lines += ["PSAP minus each method, seed by seed (final accuracy, points; the same seed means the same "
                       "initial weights and data order), the mean difference with its 95% t-interval, and the "
@@ -568,7 +568,7 @@ def report(a, tag: str, argv: list[str]) -> str:
                 ok = d["psap"]["final"][0] >= best["final"][0]
                 verdicts.append(f"* {int(b * 100)}%: PSAP {fmt_pct(d['psap']['final'])} vs the best baseline, "
                                 f"{best_m}, {fmt_pct(best['final'])}: goal {'**met**' if ok else '**not met**'}.")
-                pr = paired(a, "psap", best_m, b)
+                pr = dict(pairs).get(best_m)
                 if pr and pr["n"] > 1:
                     verdicts.append(
                         f"* {int(b * 100)}%: seed by seed, PSAP minus {best_m} is {fmt_pts(pr['mean'])} points, "

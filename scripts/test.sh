@@ -16,7 +16,8 @@ cmake --build build/gcc -j "$jobs"
 ctest --test-dir build/gcc --output-on-failure -j "$jobs"
 
 echo "== clang++ $(clang++ -dumpversion), ASan + UBSan"
-# -O1 -g1: the level ASan recommends, and cheaper to compile than -O2 -g
+# -O1 -g1: the level ASan recommends, and cheaper to compile than -O2 -g; the
+# library's unit tests and the docs' programs drop to -O0 (psap_sanitized_unoptimised)
 cmake -S . -B build/clang-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DPSAP_WERROR=ON -DPSAP_SANITIZE=ON -DPSAP_BUILD_BENCHMARKS=OFF -DPSAP_ENABLE_CUDA=OFF >/dev/null
 cmake --build build/clang-asan -j "$jobs"

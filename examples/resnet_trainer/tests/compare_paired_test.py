@@ -81,7 +81,8 @@ def main():
         "random": {1: 0.9300, 2: 0.9330, 3: 0.9370},
         "l1": {1: 0.9300, 2: 0.9330},
         "sfp": {1: 0.9390},
-        "unpruned": {1: 0.9400, 2: 0.9400, 3: 0.9400},
+        # unequal by seed, so a drop paired by seed differs from a difference of means
+        "unpruned": {1: 0.9400, 2: 0.9450, 3: 0.9380},
     }
     for m, by_seed in finals.items():
         for s, acc in by_seed.items():
@@ -113,6 +114,16 @@ def main():
     }
     for m, cells in want.items():
         check(rows.get(m) == cells, "paired row %s: %r, expected %r" % (m, rows.get(m), cells))
+    # "drop vs unpruned" pairs each run with the unpruned run of its seed (unpruned
+    # mean 94.10): psap 0.60, 1.00, 0.20 -> 0.60; random 1.00, 1.20, 0.10 -> 0.77;
+    # l1 1.00, 1.20 -> 1.10 (a difference of means would give 94.10 - 93.15 = 0.95);
+    # sfp 0.10 (not 94.10 - 93.90 = 0.20).
+    main_rows = {l.split("|")[1].strip().strip("*"): [c.strip() for c in l.split("|")[2:-1]]
+                 for l in text.splitlines() if l.startswith("| ") and len(l.split("|")) == 15}
+    for m, want_drop in {"psap": "0.60", "random": "0.77", "l1": "1.10", "sfp": "0.10"}.items():
+        got = main_rows.get(m, [None] * 6)[5]
+        check(got == want_drop, "drop vs unpruned of %s: %r, expected %r" % (m, got, want_drop))
+    check("rows hold different numbers of seeds" in text, "no note that the rows hold different seeds")
     # Rows follow the main table's order (best final accuracy first): sfp 93.90, l1 93.15, random 93.33.
     order = [l.split("|")[1].strip() for l in text.splitlines()
              if l.startswith("| ") and l.split("|")[1].strip() in want]
@@ -130,7 +141,24 @@ def main():
     line = "* 50%: seed by seed, PSAP minus random is +0.17 points, 95% interval [−0.46, +0.79] over 3 seeds: " \
            "the interval holds 0, so these seeds do not separate the two."
     check(line in text, "verdict line missing; report:\n" + text)
-    print("OK: t quantiles match the t density; the seed-by-seed table matches the hand-worked values")
+
+    # 4. At 70% the drop goal compares PSAP's and SFP's drops on the seeds where
+    #    PSAP, SFP and the unpruned run all finished (1 and 2, PSAP has no seed 3):
+    #    PSAP 94.00 - 93.00 = 1.00 and 94.50 - 93.20 = 1.30 -> 1.15;
+    #    SFP 94.00 - 92.80 = 1.20 and 94.50 - 93.10 = 1.40 -> 1.30 (its seed 3 left out).
+    for m, by_seed in {"psap": {1: 0.9300, 2: 0.9320}, "sfp": {1: 0.9280, 2: 0.9310, 3: 0.9000}}.items():
+        for s, acc in by_seed.items():
+            name, rec = record(cmp, setting, m, 0.7, s, acc)
+            with open(os.path.join(archive, name + ".json"), "w") as f:
+                json.dump(rec, f)
+    cmd70 = [c if c != "0.5" else "0.7" for c in cmd]
+    out = subprocess.run(cmd70, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    check(out.returncode == 0, "compare.py --report-only exited %d:\n%s" % (out.returncode, out.stdout))
+    with open(report) as f:
+        text = f.read()
+    line = "* 70%: PSAP's drop 1.15 points, SFP's 1.30 (seeds 1, 2): goal (≤ half of SFP's) **not met**."
+    check(line in text, "70% drop verdict missing; report:\n" + text)
+    print("OK: t quantiles match the t density; the seed-by-seed table and the paired drops match the hand-worked values")
 
 
 if __name__ == "__main__":

@@ -385,7 +385,7 @@ def paired(a, method: str, other: str, budget: float) -> dict | None:
                 ahead=sum(x > 0 for x in d))
 
 
-def drop(a, method: str, budget: float, seeds=None) -> tuple[float, list[int]]:
+def drop(a, method: str, budget: float, seeds=None) -> float:
     """The unpruned run's final accuracy minus `method`'s, seed by seed, averaged
     over the seeds both have (or over `seeds`, where all of them must have
     both); with every seed finished it is the difference of the two means,
@@ -395,7 +395,7 @@ def drop(a, method: str, budget: float, seeds=None) -> tuple[float, list[int]]:
         x, u = load(a, method, budget, s), load(a, "unpruned", 0.0, s)
         if x is not None and u is not None:
             d[s] = u["accuracy"]["final"] - x["accuracy"]["final"]
-    return (statistics.fmean(d.values()) if d else math.nan), sorted(d)
+    return statistics.fmean(d.values()) if d else math.nan
 
 
 def fmt_pts(x: float) -> str:
@@ -551,7 +551,7 @@ def report(a, tag: str, argv: list[str]) -> str:
                   "FLOPs ↓ | params ↓ | churn/step | restores/step | wall s | epochs |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m, s in sorted(rows, key=lambda ms: -ms[1]["final"][0]):
-            dm, _ = drop(a, m, b) if unpruned else (math.nan, [])
+            dm = drop(a, m, b) if unpruned else math.nan
             dcell = "–" if math.isnan(dm) else f"{100 * dm:.2f}"
             name = f"**{m}**" if m == "psap" else m
             lines.append(f"| {name} | {s['n']} | {fmt_pct(s['before'])} | {fmt_pct(s['after'])} | {fmt_pct(s['recal'])} | "
@@ -607,8 +607,7 @@ def report(a, tag: str, argv: list[str]) -> str:
                 common = [s for s in a.seeds if all(load(a, m, bb, s) is not None
                                                     for m, bb in (("psap", b), ("sfp", b), ("unpruned", 0.0)))]
                 if common:
-                    dp, _ = drop(a, "psap", b, common)
-                    ds, _ = drop(a, "sfp", b, common)
+                    dp, ds = drop(a, "psap", b, common), drop(a, "sfp", b, common)
                     over = "" if len(common) == len(a.seeds) else \
                         f" (seed{'s' if len(common) > 1 else ''} {', '.join(map(str, common))})"
                     verdicts.append(f"* 70%: PSAP's drop {100 * dp:.2f} points, SFP's {100 * ds:.2f}{over}: "

@@ -600,7 +600,9 @@ def report(a, tag: str, argv: list[str]) -> str:
                            if pr["low"] <= 0 <= pr["high"] else
                            "PSAP is behind beyond seed noise." if pr["high"] < 0 else "PSAP is ahead beyond seed noise."))
             if ctrl:
-                verdicts.append(f"* {int(b * 100)}%: PSAP vs the static-gate control {fmt_pct(ctrl['final'])}: "
+                uneven = (f" (means over {d['psap']['n']} and {ctrl['n']} seeds)"
+                          if d["psap"]["n"] != ctrl["n"] else "")
+                verdicts.append(f"* {int(b * 100)}%: PSAP vs the static-gate control {fmt_pct(ctrl['final'])}{uneven}: "
                                 f"{'above' if d['psap']['final'][0] >= ctrl['final'][0] else 'below'}.")
             if unpruned and abs(b - 0.7) < 1e-9 and "sfp" in d:
                 # On the seeds where PSAP, SFP and the unpruned run all finished.

@@ -683,7 +683,7 @@ def main() -> None:
     a.runs_dir = (a.runs_dir or ROOT / "runs" / p.get("runs", f"compare-{a.protocol}")).resolve()
     # Protocols sharing a runs directory (ablation reuses quick's) share records.
     a.archive_dir = (a.archive_dir or a.plots_dir / "runs" / p.get("runs", a.protocol).removeprefix("compare-")).resolve()
-    if not a.status:
+    if not a.status and not a.report_only:  # a report needs the records, not the trainer
         a.psap_train = find_psap_train(a.psap_train).resolve()
     if not a.report_only and not a.dry_run and not a.status:
         # A private copy: rebuilding the tree during a long sweep must not

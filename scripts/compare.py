@@ -327,12 +327,19 @@ def archive(a, out: Path) -> dict:
 
 
 def load(a, method: str, budget: float, seed: int) -> dict | None:
-    """A finished run's record: from its directory (archiving it) or from the archive."""
+    """A finished run's record: from its directory (archiving it) or from the
+    archive. A finished run's record never changes, so it is read once per
+    invocation (a report asks for each one many times); a missing one is
+    looked for again, as the run may finish in the meantime."""
+    cache = a.__dict__.setdefault("_records", {})
     name = run_name(method, budget, seed)
-    out = a.runs_dir / name
-    if (out / "result.json").exists():
-        return archive(a, out)
-    return read_record(a, name)
+    if name not in cache:
+        out = a.runs_dir / name
+        rec = archive(a, out) if (out / "result.json").exists() else read_record(a, name)
+        if rec is None:
+            return None
+        cache[name] = rec
+    return cache[name]
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -366,16 +373,23 @@ def t975(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
+def differences(a, x: tuple[str, float], y: tuple[str, float], seeds=None) -> dict[int, float]:
+    """Seed -> final accuracy of run x (method, budget) minus run y's, over the
+    seeds (default: all of the sweep's) where both finished."""
+    d = {}
+    for s in (seeds if seeds is not None else a.seeds):
+        rx, ry = load(a, *x, s), load(a, *y, s)
+        if rx is not None and ry is not None:
+            d[s] = rx["accuracy"]["final"] - ry["accuracy"]["final"]
+    return d
+
+
 def paired(a, method: str, other: str, budget: float) -> dict | None:
     """Final accuracy of `method` minus `other`, seed by seed, over the seeds
     both have. The same seed gives both runs the same initial weights and the
     same data order, so the difference cancels what the seeds share; the 95%
     interval of its mean is Student's t with n - 1 degrees of freedom."""
-    diffs = {}
-    for s in a.seeds:
-        x, y = load(a, method, budget, s), load(a, other, budget, s)
-        if x is not None and y is not None:
-            diffs[s] = x["accuracy"]["final"] - y["accuracy"]["final"]
+    diffs = differences(a, (method, budget), (other, budget))
     if not diffs:
         return None
     d = list(diffs.values())
@@ -390,12 +404,13 @@ def drop(a, method: str, budget: float, seeds=None) -> float:
     over the seeds both have (or over `seeds`, where all of them must have
     both); with every seed finished it is the difference of the two means,
     and part-way through a sweep it still compares runs of the same seed."""
-    d = {}
-    for s in (seeds if seeds is not None else a.seeds):
-        x, u = load(a, method, budget, s), load(a, "unpruned", 0.0, s)
-        if x is not None and u is not None:
-            d[s] = u["accuracy"]["final"] - x["accuracy"]["final"]
+    d = differences(a, ("unpruned", 0.0), (method, budget), seeds)
     return statistics.fmean(d.values()) if d else math.nan
+
+
+def over_seeds(x: dict, y: dict) -> str:
+    """The caveat for two summaries' means taken over different numbers of seeds."""
+    return f" (means over {x['n']} and {y['n']} seeds)" if x["n"] != y["n"] else ""
 
 
 def fmt_pts(x: float) -> str:
@@ -586,10 +601,8 @@ def report(a, tag: str, argv: list[str]) -> str:
             if base:
                 best_m, best = max(base, key=lambda ms: ms[1]["final"][0])
                 ok = d["psap"]["final"][0] >= best["final"][0]
-                uneven = (f" (means over {d['psap']['n']} and {best['n']} seeds)"
-                          if d["psap"]["n"] != best["n"] else "")
                 verdicts.append(f"* {int(b * 100)}%: PSAP {fmt_pct(d['psap']['final'])} vs the best baseline, "
-                                f"{best_m}, {fmt_pct(best['final'])}{uneven}: "
+                                f"{best_m}, {fmt_pct(best['final'])}{over_seeds(d['psap'], best)}: "
                                 f"goal {'**met**' if ok else '**not met**'}.")
                 pr = dict(pairs).get(best_m)
                 if pr and pr["n"] > 1:
@@ -600,9 +613,8 @@ def report(a, tag: str, argv: list[str]) -> str:
                            if pr["low"] <= 0 <= pr["high"] else
                            "PSAP is behind beyond seed noise." if pr["high"] < 0 else "PSAP is ahead beyond seed noise."))
             if ctrl:
-                uneven = (f" (means over {d['psap']['n']} and {ctrl['n']} seeds)"
-                          if d["psap"]["n"] != ctrl["n"] else "")
-                verdicts.append(f"* {int(b * 100)}%: PSAP vs the static-gate control {fmt_pct(ctrl['final'])}{uneven}: "
+                verdicts.append(f"* {int(b * 100)}%: PSAP vs the static-gate control {fmt_pct(ctrl['final'])}"
+                                f"{over_seeds(d['psap'], ctrl)}: "
                                 f"{'above' if d['psap']['final'][0] >= ctrl['final'][0] else 'below'}.")
             if unpruned and abs(b - 0.7) < 1e-9 and "sfp" in d:
                 # On the seeds where PSAP, SFP and the unpruned run all finished.

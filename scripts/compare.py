@@ -509,20 +509,51 @@ def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[tuple[s
         fig.savefig(p, dpi=110)
         plt.close(fig)
         made.append((str(p), ""))
-    # 3. final accuracy vs achieved FLOPs reduction, every method
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    for m in methods:
-        pts = [(s["macs"][0], s["final"][0], s["final"][1]) for b in budgets if (s := summarise(a, m, b))]
-        if not pts:
-            continue
-        style = dict(color="black", marker="*", ms=12) if m == "psap" else dict(marker="o")
-        ax.errorbar([100 * x for x, _, _ in pts], [100 * y for _, y, _ in pts], yerr=[100 * e for _, _, e in pts],
-                    capsize=3, lw=1, label=m, **style)
+    # 3. final accuracy vs achieved FLOPs reduction, every method; a second
+    # panel zooms on the methods near the best at each budget, where the
+    # comparison is decided and which a collapsed method squeezes flat.
+    fig, (ax, zx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 1.2]})
+    pts = {m: [(b, s["macs"][0], s["final"][0], s["final"][1]) for b in budgets if (s := summarise(a, m, b))]
+           for m in methods}
+    pts = {m: p for m, p in pts.items() if p}
+    styles = {m: dict(color="black", marker="*", ms=12) if m == "psap" else dict(marker="o", color=f"C{i}")
+              for i, m in enumerate(pts)}
+    for m, pm in pts.items():
+        ax.errorbar([100 * x for _, x, _, _ in pm], [100 * y for _, _, y, _ in pm], yerr=[100 * e for *_, e in pm],
+                    capsize=3, lw=1, label=m, **styles[m])
     ax.set_xlabel("FLOPs (MACs) removed, psap's counter (%)")
     ax.set_ylabel("final test accuracy (%), mean ± std")
-    ax.set_title(f"{a.model}, {a.data[0]}: accuracy vs FLOPs reduction")
+    ax.set_title(f"{a.model}, {a.data[0]}: accuracy vs FLOPs reduction", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    window = 1.0  # points below the best mean at that budget
+    near = [m for m in pts if m != "unpruned"]
+    best = {b: max((y for m in near for bb, _, y, _ in pts[m] if bb == b), default=0.0) for b in budgets}
+    shown, off = [], set()
+    for k, m in enumerate(near):
+        off_m = 0.06 * (k - (len(near) - 1) / 2)  # side by side, so error bars do not overlap
+        for i, b in enumerate(budgets):
+            for bb, _, y, e in pts[m]:
+                if bb != b:
+                    continue
+                if 100 * (best[b] - y) > window:
+                    off.add(m)
+                    continue
+                zx.errorbar([i + off_m], [100 * y], yerr=[100 * e], capsize=2, lw=1, ls="none",
+                            label=m if m not in [s for s, _ in shown] else None, **styles[m])
+                shown.append((m, 100 * y))
+    if "unpruned" in pts:
+        u = pts["unpruned"][0][2]
+        zx.axhline(100 * u, ls="--", lw=1, color=styles["unpruned"]["color"], label="unpruned (mean)")
+    zx.set_xticks(range(len(budgets)), [f"{int(b * 100)}% budget" for b in budgets])
+    zx.set_xlim(-0.6, len(budgets) - 0.4)
+    zx.set_ylabel("final test accuracy (%), mean ± std")
+    title = f"zoom: within {window:g} point of the best pruned mean"
+    if off:
+        title += " (off scale: " + ", ".join(sorted(off)) + ")"
+    zx.set_title(title, fontsize=10)
+    zx.grid(alpha=0.3, axis="y")
+    zx.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
     p = outdir / f"{tag}-accuracy-vs-flops.png"
     fig.savefig(p, dpi=110)

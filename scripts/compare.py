@@ -529,19 +529,16 @@ def plots(a, budgets: list[float], methods: list[str], tag: str) -> list[tuple[s
     window = 1.0  # points below the best mean at that budget
     near = [m for m in pts if m != "unpruned"]
     best = {b: max((y for m in near for bb, _, y, _ in pts[m] if bb == b), default=0.0) for b in budgets}
-    shown, off = [], set()
+    labelled, off = set(), set()
     for k, m in enumerate(near):
         off_m = 0.06 * (k - (len(near) - 1) / 2)  # side by side, so error bars do not overlap
-        for i, b in enumerate(budgets):
-            for bb, _, y, e in pts[m]:
-                if bb != b:
-                    continue
-                if 100 * (best[b] - y) > window:
-                    off.add(m)
-                    continue
-                zx.errorbar([i + off_m], [100 * y], yerr=[100 * e], capsize=2, lw=1, ls="none",
-                            label=m if m not in [s for s, _ in shown] else None, **styles[m])
-                shown.append((m, 100 * y))
+        for b, _, y, e in pts[m]:
+            if 100 * (best[b] - y) > window:
+                off.add(m)
+                continue
+            zx.errorbar([budgets.index(b) + off_m], [100 * y], yerr=[100 * e], capsize=2, lw=1, ls="none",
+                        label=None if m in labelled else m, **styles[m])
+            labelled.add(m)
     if "unpruned" in pts:
         u = pts["unpruned"][0][2]
         zx.axhline(100 * u, ls="--", lw=1, color=styles["unpruned"]["color"], label="unpruned (mean)")

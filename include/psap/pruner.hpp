@@ -26,11 +26,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -97,6 +100,11 @@ public:
         for (const auto& g : net.groups())
             for (const auto& m : g.members)
                 if (!std::exchange(seen[static_cast<std::size_t>(m.layer)], std::uint8_t{1})) member_layers_.push_back(m.layer);
+        unscored_work_ = 0;
+        for (std::size_t l = 0; l < scored_.size(); ++l) {
+            const auto& w = net.layers()[l].weight;
+            if (net.layers()[l].has_weight() && !scored_[l]) unscored_work_ += w.rows() * w.cols();
+        }
         snapshots_.bind(net);
         if constexpr (requires { schedule_.bind(net); }) schedule_.bind(net);
         if constexpr (requires { criterion_.bind(net); }) criterion_.bind(net);
@@ -137,7 +145,11 @@ public:
         const bool frozen = info.final_phase;
         // A criterion whose scores reveal non-finite weights stands in for the
         // scan of the layers it scores (check_scores rescans on a bad score).
-        if (options_.check_finite) check_weights(net, reveals_nonfinite_weights<Criterion> && !frozen);
+        // No decision reads the other layers' weights, so with a second thread
+        // their scan runs beside the decisions (decide_beside_scan).
+        const bool skip_scored = reveals_nonfinite_weights<Criterion> && !frozen;
+        const bool beside = options_.check_finite && skip_scored && team_beside_scan() > 1;
+        if (options_.check_finite) check_weights(net, skip_scored, !beside);
         if (reduce_) {
             if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
             if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
@@ -182,18 +194,25 @@ public:
             criterion_.score(net, ctx, scores);
             check_scores(net, scores);
             ctx.scores = scores;
-            schedule_.plan(net, ctx, plan);
-            for (std::size_t g = 0; g < n; ++g) {
-                const index size = groups_[g].size();
-                if (plan.count[g] < 0 || plan.count[g] >= size)
-                    detail::fail("psap::pruner: the schedule asked to prune ", plan.count[g], " of the ", size,
-                                 " channels of group '", net.groups()[g].name, "'; a group keeps at least one channel");
-                // Restores beyond what the quota leaves are dropped, weakest first.
-                if (static_cast<index>(restored[g].size()) > size - plan.count[g])
-                    restored[g].resize(static_cast<std::size_t>(size - plan.count[g]));
-            }
-            protect_.shield(net, ctx, plan.count, shielded);
-            for (std::size_t g = 0; g < n; ++g) select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
+            const auto decide = [&] {
+                schedule_.plan(net, ctx, plan);
+                for (std::size_t g = 0; g < n; ++g) {
+                    const index size = groups_[g].size();
+                    if (plan.count[g] < 0 || plan.count[g] >= size)
+                        detail::fail("psap::pruner: the schedule asked to prune ", plan.count[g], " of the ", size,
+                                     " channels of group '", net.groups()[g].name, "'; a group keeps at least one channel");
+                    // Restores beyond what the quota leaves are dropped, weakest first.
+                    if (static_cast<index>(restored[g].size()) > size - plan.count[g])
+                        restored[g].resize(static_cast<std::size_t>(size - plan.count[g]));
+                }
+                protect_.shield(net, ctx, plan.count, shielded);
+                for (std::size_t g = 0; g < n; ++g)
+                    select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
+            };
+            if (beside)
+                decide_beside_scan(net, decide);
+            else
+                decide();
         }
 
         reconstruct_.apply(net, ctx, updates, snapshots_);
@@ -453,8 +472,12 @@ private:
 
     /// Every layer's weights and BN gamma/beta, scanned in one batched call
     /// each; the first bad layer in layer order is reported. skip_scored:
-    /// leave out the weights of layers whose filters are all scored.
-    void check_weights(const Net& net, bool skip_scored) const {
+    /// leave out the weights of layers whose filters are all scored; weights =
+    /// false: leave out every weight (decide_beside_scan scans the rest). A
+    /// partial scan that finds a bad value rescans everything, so that which
+    /// layer is named does not depend on what was left out.
+    void check_weights(const Net& net, bool skip_scored, bool weights = true) const {
+        const bool partial = skip_scored || !weights;
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
@@ -462,7 +485,9 @@ private:
         auto& vs = scratch_.vectors;
         auto &wr = scratch_.weight_rows, &vr = scratch_.vector_rows;
         ws.clear(), vs.clear();
-        const auto checked = [&](std::size_t i) { return net.layers()[i].has_weight() && !(skip_scored && scored_[i]); };
+        const auto checked = [&](std::size_t i) {
+            return weights && net.layers()[i].has_weight() && !(skip_scored && scored_[i]);
+        };
         for (std::size_t i = 0; i < net.layers().size(); ++i) {
             const auto& l = net.layers()[i];
             if (checked(i)) ws.push_back(l.weight);
@@ -476,17 +501,99 @@ private:
             const auto& l = net.layers()[i];
             if (checked(i)) {
                 const index r = wr[w++];
-                if (r >= 0)
-                    detail::fail("psap: layer '", l.name, "' has a NaN or Inf weight in filter ", r,
-                                 "; training diverged (lower the learning rate) or the weights were not initialised");
+                if (r >= 0) {
+                    if (partial) check_weights(net, false);
+                    fail_weight(l, r);
+                }
             }
             if (l.bn)
                 for (const char* what : {"gamma", "beta"}) {
                     const index i = vr[v++];
+                    if (i >= 0 && partial) check_weights(net, false);
                     if (i >= 0)
                         detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", what, " at channel ", i, "; training diverged");
                 }
         }
+    }
+
+    template <class L>
+    [[noreturn]] static void fail_weight(const L& l, index filter) {
+        detail::fail("psap: layer '", l.name, "' has a NaN or Inf weight in filter ", filter,
+                     "; training diverged (lower the learning rate) or the weights were not initialised");
+    }
+
+    /// Threads for decide_beside_scan: 1 (do not use it) without OpenMP, on
+    /// device memory, inside a parallel region, or when the unscored weights
+    /// are too few to repay a parallel region (cpu_threading's threshold).
+    int team_beside_scan() const noexcept {
+        if constexpr (!std::is_same_v<typename Net::memory_type, host_memory>)
+            return 1;
+        else
+            return unscored_work_ > 0 ? cpu_threading::team_for(unscored_work_) : 1;
+    }
+
+    /// Runs decide() on this thread while the rest of the team scans the
+    /// weights of the layers that no score covers, cut into row chunks taken
+    /// in turn; this thread joins the scan when decide() returns. Nothing is
+    /// applied yet, so a bad weight found here fails the step as the up-front
+    /// scan did, and takes precedence over an error thrown by decide() (the
+    /// up-front scan would have come first); a full rescan then names the
+    /// first bad layer in layer order, whichever thread found it.
+    template <class Decide>
+    void decide_beside_scan(const Net& net, Decide& decide) {
+        using B = backend_t<typename Net::memory_type>;
+        using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
+        // ~64 KB of floats per chunk: fine enough to balance against decide(),
+        // coarse enough that taking one costs nothing next to scanning it.
+        constexpr index chunk_elements = index{1} << 14;
+        auto& chunks = scratch_.weights;
+        auto& at = scratch_.chunk_at;
+        chunks.clear(), at.clear();
+        for (std::size_t i = 0; i < net.layers().size(); ++i) {
+            const auto& w = net.layers()[i].weight;
+            if (!net.layers()[i].has_weight() || scored_[i]) continue;
+            const index per = std::max<index>(1, chunk_elements / std::max<index>(1, w.cols()));
+            for (index r = 0; r < w.rows(); r += per) {
+                chunks.push_back(w.middle_rows(r, std::min(per, w.rows() - r)));
+                at.push_back({static_cast<index>(i), r});
+            }
+        }
+        auto& found = scratch_.weight_rows;
+        found.assign(chunks.size(), -1);
+        std::atomic<std::size_t> next{0};
+        std::exception_ptr failed;
+        const auto scan = [&] {
+            for (std::size_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();)
+                B::first_nonfinite_rows(std::span<const W>(&chunks[k], 1), std::span<index>(&found[k], 1));
+        };
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(team_beside_scan())
+        {
+            if (omp_get_thread_num() == 0) {
+                try {
+                    decide();
+                } catch (...) {
+                    failed = std::current_exception();
+                }
+            }
+            scan();
+        }
+#else
+        try {
+            decide();
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        scan();
+#endif
+        for (std::size_t k = 0; k < chunks.size(); ++k)
+            if (found[k] >= 0) {
+                const auto where = at[k];
+                const index row = where.row + found[k];
+                check_weights(net, false);  // names the first bad layer in layer order, as the up-front scan does
+                fail_weight(net.layers()[static_cast<std::size_t>(where.layer)], row);
+            }
+        if (failed) std::rethrow_exception(failed);
     }
 
     /// The gradients of every member layer (each layer once, in group order),
@@ -596,10 +703,15 @@ private:
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
         std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
         std::vector<index> weight_rows, vector_rows;
+        struct chunk_origin {
+            index layer, row;
+        };
+        std::vector<chunk_origin> chunk_at;  ///< decide_beside_scan: where each chunk starts
     };
     mutable step_scratch scratch_;
     std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member
     std::vector<index> member_layers_;  ///< layers with a group member, first occurrence in (group, member) order
+    index unscored_work_ = 0;           ///< elements of the weights no score covers
     std::vector<group_state> groups_;
     snapshot_store<Net> snapshots_;
     std::vector<step_log> log_;

@@ -10,11 +10,13 @@
 #include <support/model.hpp>
 #include <support/random_net.hpp>
 #include <support/seed.hpp>
+#include <support/threading.hpp>
 
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -106,6 +108,64 @@ TEST_CASE("NaN or Inf weights are rejected at step(), naming the layer and the f
         psap::pruner<psap::uniform, psap::l2_norm, psap::no_protection, psap::soft> unchecked(opts);
         m.layer("fc").weight(1, 0) = inf;  // fc is not scored
         CHECK_NOTHROW(unchecked.step(m.net(), 1));
+    }
+}
+
+TEST_CASE("with a second thread the unscored weights are scanned beside the decisions: the same errors, bad weights first") {
+    // min_work 0: with 2 or 3 threads every step scans the weights no score
+    // covers while deciding; with 1 it scans them up front. The messages must
+    // be the same, and a bad weight must win over an error the decisions raise.
+    auto spec = small_spec();
+    spec.layers[2].out = 6000;  // fc: 6000 x 6, cut into row chunks when scanned beside
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    const auto fresh = [&] {
+        auto m = std::make_unique<model<float>>(spec);
+        m->fill_random(psap_test::seed());
+        return m;
+    };
+    for (int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        const threading_scope ts(threads, 0);
+        auto p = [] { return psap::presets::psap({budget_kind::flops, 0.3}, 10); };
+        {
+            auto m = fresh();
+            CHECK_NOTHROW(p().step(m->net(), 1));
+        }
+        {
+            auto m = fresh();
+            m->layer("fc").weight(5999, 5) = nan;  // last row of the last chunk
+            CHECK_ERROR(p().step(m->net(), 1), "'fc'", "NaN or Inf weight", "filter 5999", "learning rate");
+        }
+        {
+            auto m = fresh();
+            m->layer("fc").weight(4000, 3) = inf;
+            m->layer("fc").weight(2, 0) = nan;  // the first bad row is reported, whichever chunk holds it
+            CHECK_ERROR(p().step(m->net(), 1), "'fc'", "filter 2");
+        }
+        {
+            auto m = fresh();
+            m->layer("body").weight(4, 2) = nan;  // scored, and before the FC in layer order
+            m->layer("fc").weight(1, 0) = nan;
+            CHECK_ERROR(p().step(m->net(), 1), "'body'", "filter 4");
+        }
+        {
+            auto part_spec = spec;
+            part_spec.groups[0].size = 4;  // stem filters 4..7 are never scored
+            model<float> part(part_spec);
+            part.fill_random(psap_test::seed());
+            part.layer("stem").weight(6, 1) = nan;
+            part.layer("fc").weight(0, 0) = nan;  // a later layer: the stem is reported
+            CHECK_ERROR(p().step(part.net(), 1), "'stem'", "filter 6");
+        }
+        {
+            // p_max = 0 makes the budget unreachable: the schedule fails while deciding
+            auto m = fresh();
+            auto q = p();
+            q.schedule().p_max = 0;
+            CHECK_ERROR(q.step(m->net(), 1), "cannot be met");
+            m->layer("fc").weight(5, 1) = inf;
+            CHECK_ERROR(q.step(m->net(), 1), "'fc'", "NaN or Inf weight", "filter 5");
+        }
     }
 }
 

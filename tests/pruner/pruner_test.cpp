@@ -10,6 +10,7 @@
 #include <support/model.hpp>
 #include <support/random_net.hpp>
 #include <support/seed.hpp>
+#include <support/threading.hpp>
 
 #include <doctest/doctest.h>
 
@@ -178,6 +179,37 @@ TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pru
         CHECK(json_difference(nlohmann::json(p2.log()), nlohmann::json(p_full.log())) ==
               "");                         // the whole log, restored part included
         CHECK(resumed.same_values(full));  // bitwise: same snapshots, same restores
+    }
+}
+
+TEST_CASE_TEMPLATE("every preset decides, logs and writes the same with 1, 2 and 3 threads, every call threaded", P, preset_psap,
+                   preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
+                   preset_random) {
+    // min_work 0 threads every backend call and, where a layer is not scored
+    // (the FC), scans its weights beside the decisions (pruner::decide_beside_scan).
+    const auto seed = psap_test::seed() + 950;
+    CAPTURE(seed);
+    const auto spec = bn_spec(seed);
+    const psap::budget target{budget_kind::flops, 0.5};
+    const int epochs = 8;
+    model<float> one(spec);
+    one.fill_random(seed);
+    auto p1 = P::make(target, epochs);
+    record r1;
+    {
+        const threading_scope ts(1, 0);
+        r1 = run(p1, one, {.grad_seed = seed, .epochs = epochs});
+    }
+    for (int threads : {2, 3}) {
+        CAPTURE(threads);
+        const threading_scope ts(threads, 0);
+        model<float> m(spec);
+        m.fill_random(seed);
+        auto p = P::make(target, epochs);
+        const auto r = run(p, m, {.grad_seed = seed, .epochs = epochs});
+        CHECK(r.masks == r1.masks);
+        CHECK(json_difference(r.log, r1.log) == "");
+        CHECK(m.same_values(one));
     }
 }
 

@@ -546,7 +546,8 @@ private:
         // ~64 KB of floats per chunk: fine enough to balance against decide(),
         // coarse enough that taking one costs nothing next to scanning it.
         constexpr index chunk_elements = index{1} << 14;
-        auto& chunks = scratch_.weights;
+        // Lists of their own: decide() and the rescan below use the others.
+        auto& chunks = scratch_.chunks;
         auto& at = scratch_.chunk_at;
         chunks.clear(), at.clear();
         for (std::size_t i = 0; i < net.layers().size(); ++i) {
@@ -558,7 +559,7 @@ private:
                 at.push_back({static_cast<index>(i), r});
             }
         }
-        auto& found = scratch_.weight_rows;
+        auto& found = scratch_.chunk_found;
         found.assign(chunks.size(), -1);
         std::atomic<std::size_t> next{0};
         std::exception_ptr failed;
@@ -579,19 +580,13 @@ private:
             scan();
         }
 #else
-        try {
-            decide();
-        } catch (...) {
-            failed = std::current_exception();
-        }
+        decide();  // not reached: without OpenMP team_beside_scan() is 1
         scan();
 #endif
         for (std::size_t k = 0; k < chunks.size(); ++k)
             if (found[k] >= 0) {
-                const auto where = at[k];
-                const index row = where.row + found[k];
                 check_weights(net, false);  // names the first bad layer in layer order, as the up-front scan does
-                fail_weight(net.layers()[static_cast<std::size_t>(where.layer)], row);
+                fail_weight(net.layers()[static_cast<std::size_t>(at[k].layer)], at[k].row + found[k]);
             }
         if (failed) std::rethrow_exception(failed);
     }
@@ -703,10 +698,13 @@ private:
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
         std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
         std::vector<index> weight_rows, vector_rows;
+        // decide_beside_scan: the row chunks, where each starts, the first bad row in each
+        std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> chunks;
         struct chunk_origin {
             index layer, row;
         };
-        std::vector<chunk_origin> chunk_at;  ///< decide_beside_scan: where each chunk starts
+        std::vector<chunk_origin> chunk_at;
+        std::vector<index> chunk_found;
     };
     mutable step_scratch scratch_;
     std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member

@@ -148,7 +148,8 @@ public:
         // No decision reads the other layers' weights, so with a second thread
         // their scan runs beside the decisions (decide_beside_scan).
         const bool skip_scored = reveals_nonfinite_weights<Criterion> && !frozen;
-        const bool beside = options_.check_finite && skip_scored && team_beside_scan() > 1;
+        const int team = options_.check_finite && skip_scored ? team_beside_scan() : 1;
+        const bool beside = team > 1;
         if (options_.check_finite) check_weights(net, skip_scored, !beside);
         if (reduce_) {
             if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
@@ -210,7 +211,7 @@ public:
                     select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
             };
             if (beside)
-                decide_beside_scan(net, decide);
+                decide_beside_scan(net, decide, team);
             else
                 decide();
         }
@@ -509,9 +510,9 @@ private:
             if (l.bn)
                 for (const char* what : {"gamma", "beta"}) {
                     const index i = vr[v++];
-                    if (i >= 0 && partial) check_weights(net, false);
-                    if (i >= 0)
-                        detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", what, " at channel ", i, "; training diverged");
+                    if (i < 0) continue;
+                    if (partial) check_weights(net, false);
+                    detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", what, " at channel ", i, "; training diverged");
                 }
         }
     }
@@ -540,7 +541,7 @@ private:
     /// up-front scan would have come first); a full rescan then names the
     /// first bad layer in layer order, whichever thread found it.
     template <class Decide>
-    void decide_beside_scan(const Net& net, Decide& decide) {
+    void decide_beside_scan(const Net& net, Decide& decide, [[maybe_unused]] int team) {
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         // ~64 KB of floats per chunk: fine enough to balance against decide(),
@@ -568,7 +569,7 @@ private:
                 B::first_nonfinite_rows(std::span<const W>(&chunks[k], 1), std::span<index>(&found[k], 1));
         };
 #if defined(_OPENMP)
-#pragma omp parallel num_threads(team_beside_scan())
+#pragma omp parallel num_threads(team)
         {
             if (omp_get_thread_num() == 0) {
                 try {
@@ -580,7 +581,7 @@ private:
             scan();
         }
 #else
-        decide();  // not reached: without OpenMP team_beside_scan() is 1
+        decide();  // not reached: without OpenMP the team is 1
         scan();
 #endif
         for (std::size_t k = 0; k < chunks.size(); ++k)

@@ -9,6 +9,7 @@
 #include <psap/backend/cpu.hpp>
 
 #include <support/seed.hpp>
+#include <support/threading.hpp>
 
 #include <doctest/doctest.h>
 
@@ -30,14 +31,7 @@ using psap::cpu_backend;
 using psap::cpu_threading;
 using idx = psap::index;  // not `index`: <strings.h> declares ::index
 
-/// Sets the backend's threading for a scope.
-struct threading_scope {
-    cpu_threading saved = cpu_threading::get();
-    threading_scope(int threads, idx min_work) { cpu_threading::set({threads, min_work}); }
-    ~threading_scope() { cpu_threading::set(saved); }
-    threading_scope(const threading_scope&) = delete;
-    threading_scope& operator=(const threading_scope&) = delete;
-};
+using psap_test::threading_scope;
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 

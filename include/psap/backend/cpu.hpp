@@ -166,7 +166,7 @@ inline void binary_rows(const T* x, index xs, const U* y, index ys, index n, Op 
 // over its 256-bit units: the 256-bit form of the same order ran the norm
 // pass in 24.5 us instead of 30.2 (ResNet-56's conv1s, docs/benchmarks.md).
 // Elsewhere, and on Zen 5's full-width units, 512 bits: there the L1 norm
-// pass ran 25% and FPGM's distances 35% faster than with 256. -march=native
+// pass ran 20-25% and FPGM's distances 35% faster than with 256. -march=native
 // names the CPU the compiler knows: GCC 12 calls Zen 4 and Zen 5 znver3,
 // GCC 13 calls Zen 5 znver4, and of these only Zen 5 has AVX512_VP2INTERSECT.
 #if !defined(PSAP_CPU_SIMD_WIDTH)

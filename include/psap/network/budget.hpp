@@ -7,6 +7,7 @@
 #include <psap/error.hpp>
 #include <psap/network/network.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -85,7 +86,8 @@ public:
             for (const auto& m : gs[g].members) layers_[static_cast<std::size_t>(m.layer)].out_groups.push_back(static_cast<index>(g));
             for (const auto& c : gs[g].consumers) layers_[static_cast<std::size_t>(c.layer)].in_groups.push_back(static_cast<index>(g));
         }
-        full_ = evaluate(sizes_);
+        full_ = per_layer(sizes_);
+        build_terms();
     }
 
     std::size_t group_count() const noexcept { return sizes_.size(); }
@@ -96,14 +98,30 @@ public:
     cost evaluate(std::span<const index> kept) const {
         if (kept.size() != sizes_.size())
             detail::fail("psap::cost_model: ", kept.size(), " kept counts for ", sizes_.size(), " groups");
-        cost c;
-        for (const auto& l : layers_) {
-            const std::int64_t out = l.out - removed(l.out_groups, kept);
-            const std::int64_t in = l.in - removed(l.in_groups, kept);
-            c.macs += out * in * l.pair_macs;
-            c.params += out * in * l.pair_params + out * l.per_out_params;
-            if (l.counts_filters) c.filters += out;
+        cost c = full_;
+        for (std::size_t g = 0; g < sizes_.size(); ++g) {
+            const std::int64_t r = sizes_[g] - kept[g];
+            c.macs -= linear_[g].macs * r;
+            c.params -= linear_[g].params * r;
+            c.filters -= linear_[g].filters * r;
         }
+        for (const auto& t : pairs_) {
+            const std::int64_t rr = std::int64_t(sizes_[t.g] - kept[t.g]) * (sizes_[t.h] - kept[t.h]);
+            c.macs += t.macs * rr;
+            c.params += t.params * rr;
+        }
+        return c;
+    }
+    /// evaluate(kept).of(k) from the channels removed per group (removed[g]
+    /// = size - kept[g]), for solvers that price many candidate counts.
+    std::int64_t cost_of_removed(budget_kind k, std::span<const index> removed) const {
+        if (removed.size() != sizes_.size())
+            detail::fail("psap::cost_model: ", removed.size(), " removed counts for ", sizes_.size(), " groups");
+        const auto field = k == budget_kind::flops ? &cost::macs : k == budget_kind::params ? &cost::params : &cost::filters;
+        std::int64_t c = full_.*field;
+        for (std::size_t g = 0; g < sizes_.size(); ++g) c -= linear_[g].*field * removed[g];
+        if (k != budget_kind::filters)
+            for (const auto& t : pairs_) c += (k == budget_kind::flops ? t.macs : t.params) * (std::int64_t(removed[t.g]) * removed[t.h]);
         return c;
     }
 
@@ -135,6 +153,11 @@ public:
     }
 
 private:
+    /// r_g * r_h's coefficient: the layers whose outputs shrink with g and inputs with h.
+    struct pair_term {
+        std::size_t g = 0, h = 0;
+        std::int64_t macs = 0, params = 0;
+    };
     struct layer_cost {
         std::string name;
         std::int64_t out = 0, in = 0, pair_macs = 0, pair_params = 0, per_out_params = 0;
@@ -147,9 +170,61 @@ private:
         return r;
     }
 
+    /// The per-layer sum, layer by layer: the definition evaluate() expands.
+    cost per_layer(std::span<const index> kept) const {
+        cost c;
+        for (const auto& l : layers_) {
+            const std::int64_t out = l.out - removed(l.out_groups, kept);
+            const std::int64_t in = l.in - removed(l.in_groups, kept);
+            c.macs += out * in * l.pair_macs;
+            c.params += out * in * l.pair_params + out * l.per_out_params;
+            if (l.counts_filters) c.filters += out;
+        }
+        return c;
+    }
+
+    /// A layer costs p (O - R_out)(I - R_in) + q (O - R_out), R the channels
+    /// removed by its groups on each side: expanded, the full cost minus a
+    /// per-group linear term plus one product per (output group, input
+    /// group) pair. Integers, so evaluate() equals per_layer() exactly, and
+    /// a solver pricing dozens of candidate counts per step pays per group,
+    /// not per layer (docs/schedules.md, "How a cost is evaluated").
+    void build_terms() {
+        linear_.assign(sizes_.size(), cost{});
+        std::vector<pair_term> all;
+        for (const auto& l : layers_) {
+            for (index g : l.out_groups) {
+                auto& t = linear_[static_cast<std::size_t>(g)];
+                t.macs += l.pair_macs * l.in;
+                t.params += l.pair_params * l.in + l.per_out_params;
+                if (l.counts_filters) t.filters += 1;
+            }
+            for (index h : l.in_groups) {
+                auto& t = linear_[static_cast<std::size_t>(h)];
+                t.macs += l.pair_macs * l.out;
+                t.params += l.pair_params * l.out;
+            }
+            for (index g : l.out_groups)
+                for (index h : l.in_groups)
+                    all.push_back({static_cast<std::size_t>(g), static_cast<std::size_t>(h), l.pair_macs, l.pair_params});
+        }
+        std::sort(all.begin(), all.end(), [](const pair_term& a, const pair_term& b) { return a.g != b.g ? a.g < b.g : a.h < b.h; });
+        pairs_.clear();
+        for (const auto& t : all) {
+            if (!pairs_.empty() && pairs_.back().g == t.g && pairs_.back().h == t.h) {
+                pairs_.back().macs += t.macs;
+                pairs_.back().params += t.params;
+            } else {
+                pairs_.push_back(t);
+            }
+        }
+    }
+
     std::vector<layer_cost> layers_;
     std::vector<index> sizes_;
     cost full_;
+    std::vector<cost> linear_;       // per group: what one removed channel saves, other groups whole
+    std::vector<pair_term> pairs_;   // what removing from both sides of a layer gives back
 };
 
 }  // namespace psap

@@ -59,7 +59,7 @@ inline void counts_at(double mu, std::span<const double> desired, std::span<cons
 /// Working memory of allocate(): a caller allocating at every step keeps one
 /// and reuses its vectors' memory.
 struct allocation_workspace {
-    std::vector<index> kept, count_lo, count_hi;
+    std::vector<index> count_lo, count_hi;
     std::vector<std::size_t> open, follower, rep;
 };
 
@@ -75,12 +75,7 @@ inline void allocate(const cost_model& costs, budget_kind kind, double target, s
     const auto sizes = costs.group_sizes();
     const double full = static_cast<double>(costs.full().of(kind));
     const double limit = full * (1.0 - target);  // the cost we may keep
-    auto& kept = w.kept;
-    kept.resize(n);
-    auto meets = [&](const std::vector<index>& count) {
-        for (std::size_t g = 0; g < n; ++g) kept[g] = sizes[g] - count[g];
-        return static_cast<double>(costs.evaluate(kept).of(kind)) <= limit;
-    };
+    auto meets = [&](const std::vector<index>& count) { return static_cast<double>(costs.cost_of_removed(kind, count)) <= limit; };
     a.mu = 0;
     a.feasible = true;
     double dmin = 0, dmax = 0;

@@ -146,11 +146,12 @@ public:
         // A criterion whose scores reveal non-finite weights stands in for the
         // scan of the layers it scores (check_scores rescans on a bad score).
         // No decision reads the other layers' weights, so with a second thread
-        // their scan runs beside the decisions (decide_beside_scan).
+        // their scan, and the BN vectors' scan, runs beside the decisions
+        // (decide_beside_scan).
         const bool skip_scored = reveals_nonfinite_weights<Criterion> && !frozen;
         const int team = options_.check_finite && skip_scored ? team_beside_scan() : 1;
         const bool beside = team > 1;
-        if (options_.check_finite) check_weights(net, skip_scored, !beside);
+        if (options_.check_finite && !beside) check_weights(net, skip_scored);
         if (reduce_) {
             if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
             if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
@@ -185,17 +186,17 @@ public:
             }
             plan.budget_now = n ? groups_[0].budget : 0;
         } else {
-            protect_.restores(net, ctx, restored);
-            for (std::size_t g = 0; g < n; ++g)
-                for (index c : restored[g])
-                    if (c < 0 || c >= groups_[g].size() || !groups_[g].pruned[static_cast<std::size_t>(c)])
-                        detail::fail("psap::pruner: the protector restored channel ", c, " of group '", net.groups()[g].name,
-                                     "', which is not pruned");
-            ctx.restored = restored;
-            criterion_.score(net, ctx, scores);
-            check_scores(net, scores);
-            ctx.scores = scores;
             const auto decide = [&] {
+                protect_.restores(net, ctx, restored);
+                for (std::size_t g = 0; g < n; ++g)
+                    for (index c : restored[g])
+                        if (c < 0 || c >= groups_[g].size() || !groups_[g].pruned[static_cast<std::size_t>(c)])
+                            detail::fail("psap::pruner: the protector restored channel ", c, " of group '", net.groups()[g].name,
+                                         "', which is not pruned");
+                ctx.restored = restored;
+                criterion_.score(net, ctx, scores);
+                check_scores(net, scores);
+                ctx.scores = scores;
                 schedule_.plan(net, ctx, plan);
                 for (std::size_t g = 0; g < n; ++g) {
                     const index size = groups_[g].size();
@@ -473,12 +474,11 @@ private:
 
     /// Every layer's weights and BN gamma/beta, scanned in one batched call
     /// each; the first bad layer in layer order is reported. skip_scored:
-    /// leave out the weights of layers whose filters are all scored; weights =
-    /// false: leave out every weight (decide_beside_scan scans the rest). A
+    /// leave out the weights of layers whose filters are all scored. A
     /// partial scan that finds a bad value rescans everything, so that which
     /// layer is named does not depend on what was left out.
-    void check_weights(const Net& net, bool skip_scored, bool weights = true) const {
-        const bool partial = skip_scored || !weights;
+    void check_weights(const Net& net, bool skip_scored) const {
+        const bool partial = skip_scored;
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
@@ -487,7 +487,7 @@ private:
         auto &wr = scratch_.weight_rows, &vr = scratch_.vector_rows;
         ws.clear(), vs.clear();
         const auto checked = [&](std::size_t i) {
-            return weights && net.layers()[i].has_weight() && !(skip_scored && scored_[i]);
+            return net.layers()[i].has_weight() && !(skip_scored && scored_[i]);
         };
         for (std::size_t i = 0; i < net.layers().size(); ++i) {
             const auto& l = net.layers()[i];
@@ -533,13 +533,18 @@ private:
             return unscored_work_ > 0 ? cpu_threading::team_for(unscored_work_) : 1;
     }
 
-    /// Runs decide() on this thread while the rest of the team scans the
-    /// weights of the layers that no score covers, cut into row chunks taken
-    /// in turn; this thread joins the scan when decide() returns. Nothing is
-    /// applied yet, so a bad weight found here fails the step as the up-front
-    /// scan did, and takes precedence over an error thrown by decide() (the
-    /// up-front scan would have come first); a full rescan then names the
-    /// first bad layer in layer order, whichever thread found it.
+    /// Runs decide() (restores, scores, plan, selection) on this thread while
+    /// the rest of the team scans every BN gamma and beta and the weights of
+    /// the layers that no score covers, cut into row chunks taken in turn;
+    /// the helpers take part in every batched backend call decide() makes
+    /// (the criterion's norm pass: cpu_detail::shared_work), and this thread
+    /// joins the scan when decide() returns. One parallel region for the
+    /// step: the scan fills the helpers' time around the leader's serial
+    /// bookkeeping. Nothing is applied yet, so a bad value found here fails
+    /// the step as the up-front scan did, and takes precedence over an error
+    /// thrown by decide() (the up-front scan would have come first); a full
+    /// rescan then names the first bad layer in layer order, whichever
+    /// thread found it.
     template <class Decide>
     void decide_beside_scan(const Net& net, Decide& decide, [[maybe_unused]] int team) {
         using B = backend_t<typename Net::memory_type>;
@@ -562,31 +567,54 @@ private:
         }
         auto& found = scratch_.chunk_found;
         found.assign(chunks.size(), -1);
+        // Every BN gamma and beta as well: the first piece of background work.
+        using V = vector_view<typename Net::value_type, typename Net::memory_type>;
+        auto& vs = scratch_.chunk_vectors;
+        auto& vr = scratch_.chunk_vector_rows;
+        vs.clear();
+        for (const auto& l : net.layers())
+            if (l.bn) vs.push_back(l.bn->gamma), vs.push_back(l.bn->beta);
+        vr.assign(vs.size(), -1);
         std::atomic<std::size_t> next{0};
         std::exception_ptr failed;
-        const auto scan = [&] {
-            for (std::size_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < chunks.size();)
-                B::first_nonfinite_rows(std::span<const W>(&chunks[k], 1), std::span<index>(&found[k], 1));
+        const auto scan_one = [&] {
+            const std::size_t k = next.fetch_add(1, std::memory_order_relaxed);
+            if (k > chunks.size()) return false;
+            if (k == 0)
+                B::first_nonfinite_batch(std::span<const V>(vs), std::span<index>(vr));
+            else
+                B::first_nonfinite_rows(std::span<const W>(&chunks[k - 1], 1), std::span<index>(&found[k - 1], 1));
+            return true;
         };
 #if defined(_OPENMP)
+        cpu_detail::shared_work work;
 #pragma omp parallel num_threads(team)
         {
             if (omp_get_thread_num() == 0) {
-                try {
-                    decide();
-                } catch (...) {
-                    failed = std::current_exception();
+                {
+                    const cpu_detail::leading lead(work);
+                    try {
+                        decide();
+                    } catch (...) {
+                        failed = std::current_exception();
+                    }
                 }
+                work.retire();
+                while (scan_one()) {}
+            } else {
+                work.help(scan_one);
             }
-            scan();
         }
 #else
         decide();  // not reached: without OpenMP the team is 1
-        scan();
+        while (scan_one()) {}
 #endif
+        // A full rescan names the first bad layer in layer order, as the up-front scan does.
+        for (index r : vr)
+            if (r >= 0) check_weights(net, false);
         for (std::size_t k = 0; k < chunks.size(); ++k)
             if (found[k] >= 0) {
-                check_weights(net, false);  // names the first bad layer in layer order, as the up-front scan does
+                check_weights(net, false);
                 fail_weight(net.layers()[static_cast<std::size_t>(at[k].layer)], at[k].row + found[k]);
             }
         if (failed) std::rethrow_exception(failed);
@@ -699,13 +727,15 @@ private:
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;
         std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> vectors;
         std::vector<index> weight_rows, vector_rows;
-        // decide_beside_scan: the row chunks, where each starts, the first bad row in each
+        // decide_beside_scan: the row chunks, where each starts, the first bad row in each, and the BN vectors
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> chunks;
         struct chunk_origin {
             index layer, row;
         };
         std::vector<chunk_origin> chunk_at;
         std::vector<index> chunk_found;
+        std::vector<vector_view<typename Net::value_type, typename Net::memory_type>> chunk_vectors;  // every BN gamma and beta
+        std::vector<index> chunk_vector_rows;
     };
     mutable step_scratch scratch_;
     std::vector<std::uint8_t> scored_;  ///< per layer: every filter is a group member

@@ -14,6 +14,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -339,6 +340,80 @@ TEST_CASE("cpu_backend batches: a large batch gives the same bits on every threa
             CHECK(std::memcmp(one.second[k].data(), other.second[k].data(), one.second[k].size() * sizeof(double)) == 0);
         }
     }
+}
+
+TEST_CASE("shared_work: a leader's batched calls are shared with its helpers, every chunk and background item runs once") {
+#if defined(_OPENMP)
+    // psap::pruner's step: thread 0 leads (its backend calls post their row
+    // chunks) while the others run background items and take posted chunks first.
+    std::mt19937_64 g(psap_test::seed() + 2);
+    std::vector<strided<float>> b;
+    for (idx c : {16, 32, 64})
+        for (int k = 0; k < 3; ++k) {
+            strided<float> m;
+            m.rows = c;
+            m.cols = c * 9;
+            m.data.resize(static_cast<std::size_t>(m.rows * m.cols));
+            for (auto& x : m.data) x = random_value<float>(g);
+            b.push_back(std::move(m));
+        }
+    const auto vs = views_of(b);
+    using V = psap::matrix_view<const float>;
+    outputs serial(row_counts(b));
+    {
+        const threading_scope ts(1, 0);
+        cpu_backend::row_sq_norms_batch(std::span<const V>(vs), serial.all());
+    }
+    struct tally {
+        mutable std::vector<std::atomic<int>> runs;  // counted through the const context pointer
+        explicit tally(std::size_t n) : runs(n) {}
+    };
+    for (int threads = 2; threads <= 4; ++threads) {
+        CAPTURE(threads);
+        const threading_scope ts(threads, 0);  // min_work 0: every backend call of the leader is shared
+        constexpr int jobs = 40, background_items = 300;
+        std::vector<tally> chunks;
+        for (int j = 0; j < jobs; ++j) chunks.emplace_back(static_cast<std::size_t>(1 + j % 17));
+        tally background(background_items);
+        std::atomic<int> next{0};
+        const auto item = [&] {
+            const int k = next.fetch_add(1);
+            if (k >= background_items) return false;
+            background.runs[static_cast<std::size_t>(k)].fetch_add(1);
+            return true;
+        };
+        std::vector<outputs> norms;
+        for (int j = 0; j < jobs; ++j) norms.emplace_back(row_counts(b));
+        psap::cpu_detail::shared_work work;
+#pragma omp parallel num_threads(threads)
+        {
+            if (omp_get_thread_num() == 0) {
+                {
+                    const psap::cpu_detail::leading lead(work);
+                    for (int j = 0; j < jobs; ++j) {
+                        // a posted job of its own, then a batched backend call (for_rows)
+                        auto& t = chunks[static_cast<std::size_t>(j)];
+                        work.run([](const void* c, idx k) { static_cast<const tally*>(c)->runs[static_cast<std::size_t>(k)].fetch_add(1); },
+                                 &t, static_cast<idx>(t.runs.size()));
+                        cpu_backend::row_sq_norms_batch(std::span<const V>(vs), norms[static_cast<std::size_t>(j)].all());
+                    }
+                }
+                work.retire();
+                while (item()) {}
+            } else {
+                work.help(item);
+            }
+        }
+        for (const auto& t : chunks)
+            for (const auto& r : t.runs) CHECK(r.load() == 1);
+        for (const auto& r : background.runs) CHECK(r.load() == 1);
+        for (const auto& n : norms)
+            for (std::size_t k = 0; k < b.size(); ++k)
+                CHECK(std::memcmp(n.buf[k].data(), serial.buf[k].data(), serial.buf[k].size() * sizeof(double)) == 0);
+    }
+#else
+    MESSAGE("skipped: built without OpenMP, there are no helpers to share with");
+#endif
 }
 
 TEST_CASE("cpu_backend batches: mismatched batches and bad row lists are errors") {

@@ -393,7 +393,11 @@ private:
         };
         auto& cand = scratch_.cand;
         cand.clear();
-        detail::append_where(size, [&](std::size_t c) { return flag[c] == 0; }, cand);
+        for (std::size_t c0 = 0; c0 < size; c0 += 64) {
+            const std::size_t len = std::min<std::size_t>(64, size - c0);
+            const std::uint64_t all = len == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << len) - 1;
+            detail::append_bits(~detail::bits_where(flag.data() + c0, len, 0xff) & all, static_cast<index>(c0), cand);
+        }
         if (static_cast<index>(cand.size()) < q)
             detail::fail("psap::pruner: group '", net.groups()[g].name, "' has ", cand.size(), " candidates for ", q,
                          " pruned channels; the protector shielded too many (restored + shielded must be <= size - q)");
@@ -413,17 +417,22 @@ private:
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
         }
-        // The four lists in one branch-free pass (see detail::append_where).
+        // The four lists from masks of 64 channels (detail::bits_where): a
+        // listed channel costs one step, an unlisted one nothing, and no
+        // branch depends on a channel's flags.
         auto &pr = u.pruned, &np = u.newly_pruned, &rs = u.restored, &rl = u.released;
-        pr.resize(size), np.resize(size), rs.resize(size), rl.resize(size);
-        std::size_t kp = 0, kn = 0, kr = 0, kl = 0;
-        for (std::size_t c = 0; c < size; ++c) {
-            const auto ci = static_cast<index>(c);
-            const unsigned was = st.pruned[c] != 0, is = (flag[c] & now_bit) != 0, back = (flag[c] & restored_bit) != 0;
-            pr[kp] = ci, np[kn] = ci, rs[kr] = ci, rl[kl] = ci;
-            kp += is, kn += is & (was ^ 1u), kr += back, kl += was & ((is | back) ^ 1u);
+        pr.clear(), np.clear(), rs.clear(), rl.clear();
+        for (std::size_t c0 = 0; c0 < size; c0 += 64) {
+            const std::size_t len = std::min<std::size_t>(64, size - c0);
+            const auto base = static_cast<index>(c0);
+            const std::uint64_t is = detail::bits_where(flag.data() + c0, len, now_bit),
+                                back = detail::bits_where(flag.data() + c0, len, restored_bit),
+                                was = detail::bits_where(st.pruned.data() + c0, len, 0xff);
+            detail::append_bits(is, base, pr);
+            detail::append_bits(is & ~was, base, np);
+            detail::append_bits(back, base, rs);
+            detail::append_bits(was & ~(is | back), base, rl);
         }
-        pr.resize(kp), np.resize(kn), rs.resize(kr), rl.resize(kl);
     }
 
     void load_state_json(const Net& net, const nlohmann::json& j) {

@@ -16,8 +16,11 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 namespace {
@@ -425,3 +428,35 @@ TEST_CASE_TEMPLATE("reconstruction contract: apply() idempotent without changes,
 }
 
 }  // namespace
+
+TEST_CASE("channel lists from bit masks: bits_where, append_bits and append_nonzero list what a loop over the bytes lists") {
+    // The pruner's selection and the reconstruction's pruned lists are read
+    // 64 channels at a time from byte masks; any byte value, any length.
+    const auto seed = psap_test::seed() + 31;
+    CAPTURE(seed);
+    std::mt19937_64 g(seed);
+    for (int trial = 0; trial < 400; ++trial) {
+        const std::size_t n = g() % 200;
+        std::vector<std::uint8_t> bytes(n);
+        for (auto& b : bytes) b = g() % 3 == 0 ? static_cast<std::uint8_t>(g()) : 0;  // sparse, any value
+        const auto mask = static_cast<std::uint8_t>(trial % 4 == 0 ? 0xff : 1u << (g() % 8));
+        const auto base = static_cast<psap::index>(g() % 1000);
+        list by_loop, by_bits, nonzero, by_mask = {-1};  // by_mask: appended after what is there
+        for (std::size_t i = 0; i < n; ++i)
+            if (bytes[i] != 0) by_loop.push_back(static_cast<psap::index>(i));
+        psap::detail::append_nonzero(bytes.data(), n, nonzero);
+        CHECK(nonzero == by_loop);
+        list expect = {-1};
+        for (std::size_t c0 = 0; c0 < n; c0 += 64) {
+            const std::size_t len = std::min<std::size_t>(64, n - c0);
+            const std::uint64_t m = psap::detail::bits_where(bytes.data() + c0, len, mask);
+            for (std::size_t j = 0; j < 64; ++j) {
+                const bool want = j < len && (bytes[c0 + j] & mask) != 0;
+                CHECK(((m >> j) & 1) == static_cast<std::uint64_t>(want));
+                if (want) expect.push_back(base + static_cast<psap::index>(c0 + j));
+            }
+            psap::detail::append_bits(m, base + static_cast<psap::index>(c0), by_mask);
+        }
+        CHECK(by_mask == expect);
+    }
+}

@@ -6,8 +6,11 @@
 #include <psap/network/budget.hpp>
 #include <psap/tensor/memory.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <span>
@@ -100,6 +103,42 @@ void append_where(std::size_t n, Keep&& keep, std::vector<index>& r) {
         k += static_cast<std::size_t>(static_cast<bool>(keep(i)));
     }
     r.resize(k);
+}
+
+/// Bit j set where byte j of the eight at p has a bit of `mask`: the flags
+/// of eight channels in one word (each byte's test moved to its top bit,
+/// then the eight top bits gathered by one multiply).
+inline std::uint64_t bits_where8(const std::uint8_t* p, std::uint8_t mask) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101ull, low7 = 0x7f7f7f7f7f7f7f7full, top = 0x8080808080808080ull;
+    std::uint64_t x;
+    std::memcpy(&x, p, 8);
+    x &= ones * mask;
+    const std::uint64_t nz = (((x & low7) + low7) | x) & top;  // 0x80 in each byte with a bit of mask
+    return ((nz >> 7) * 0x0102040810204080ull) >> 56;
+}
+
+/// Bit j set where bytes[j] & mask != 0, for the n <= 64 bytes from `bytes`.
+inline std::uint64_t bits_where(const std::uint8_t* bytes, std::size_t n, std::uint8_t mask) noexcept {
+    std::uint64_t m = 0;
+    std::size_t j = 0;
+    for (; j + 8 <= n; j += 8) m |= bits_where8(bytes + j, mask) << j;
+    for (; j < n; ++j) m |= std::uint64_t((bytes[j] & mask) != 0) << j;
+    return m;
+}
+
+/// Appends base + j for every set bit j of m, ascending: one step per index
+/// listed, for lists much shorter than the channels they are drawn from.
+inline void append_bits(std::uint64_t m, index base, std::vector<index>& r) {
+    const std::size_t k0 = r.size();
+    r.resize(k0 + static_cast<std::size_t>(std::popcount(m)));
+    for (std::size_t k = k0; m; m &= m - 1) r[k++] = base + std::countr_zero(m);
+}
+
+/// Appends to r the indices i < n with bytes[i] != 0, ascending: a mask's
+/// listed channels 64 at a time (bits_where, append_bits).
+inline void append_nonzero(const std::uint8_t* bytes, std::size_t n, std::vector<index>& r) {
+    for (std::size_t c0 = 0; c0 < n; c0 += 64)
+        append_bits(bits_where(bytes + c0, std::min<std::size_t>(64, n - c0), 0xff), static_cast<index>(c0), r);
 }
 }  // namespace detail
 

@@ -43,7 +43,7 @@ namespace detail {
 /// Pruned channel indices of a mask, into r (its memory reused).
 inline void pruned_list(const group_state& s, std::vector<index>& r) {
     r.clear();
-    append_where(s.pruned.size(), [&](std::size_t i) { return s.pruned[i] != 0; }, r);
+    append_nonzero(s.pruned.data(), s.pruned.size(), r);
 }
 inline std::vector<index> pruned_list(const group_state& s) {
     std::vector<index> r;
@@ -116,7 +116,7 @@ struct channel_lists {
         std::vector<std::size_t> ends;
         ends.reserve(groups.size());
         for (const auto& s : groups) {
-            detail::append_where(s.pruned.size(), [&](std::size_t i) { return s.pruned[i] != 0; }, data);
+            detail::append_nonzero(s.pruned.data(), s.pruned.size(), data);
             ends.push_back(data.size());
         }
         lists.reserve(groups.size());

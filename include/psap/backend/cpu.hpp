@@ -109,9 +109,14 @@ inline void relax() noexcept {
 /// step, where the helpers scan the unscored layers for NaN/Inf while the
 /// leader scores and decides, and join the leader's batched backend calls
 /// (for_rows) instead of a nested region running them on the leader alone.
-/// Lock-free. One ticket word holds the posted call's chunk count and the
-/// next chunk to take, so taking a chunk and learning that it exists are
-/// one atomic step: a helper cannot take a chunk of a call already done.
+/// Lock-free. One ticket word holds the posted call's chunk count and how
+/// many chunks were taken from each end, so taking a chunk and learning
+/// that it exists are one atomic step: a helper cannot take a chunk of a
+/// call already done. The leader takes chunks from the front, helpers from
+/// the back: each thread works on about the same rows at every step, as
+/// with a static split, and finds them in its own caches (the two vCPUs of
+/// the project's machine are sometimes on different cores, where a row
+/// read by the other thread costs a transfer).
 class shared_work {
 public:
     using chunk_fn = void (*)(const void* ctx, index chunk);
@@ -126,8 +131,8 @@ public:
         }
         fn_ = fn, ctx_ = ctx;  // no helper reads them: the previous call's chunks are all done
         done_.store(0, std::memory_order_relaxed);
-        ticket_.store(static_cast<std::uint64_t>(count) << 32, std::memory_order_release);
-        while (take()) {}
+        ticket_.store(static_cast<std::uint64_t>(count) << count_shift, std::memory_order_release);
+        while (take(front_one)) {}
         while (done_.load(std::memory_order_acquire) != count) relax();
     }
 
@@ -136,7 +141,7 @@ public:
     template <class Background>
     void help(Background&& background) {
         for (bool more = true;;) {
-            if (take()) continue;
+            if (take(back_one)) continue;
             if (more && (more = background())) continue;
             if (retired_.load(std::memory_order_acquire)) return;
             relax();
@@ -147,17 +152,21 @@ public:
     void retire() noexcept { retired_.store(true, std::memory_order_release); }
 
 private:
-    static constexpr std::uint64_t field = std::uint64_t{1} << 31;  // count in the high half, next in the low
-    /// Takes and runs one posted chunk; false when none is left.
-    bool take() {
+    // ticket: chunks taken from the back (bits 0-20), from the front (21-41), chunk count (42-63)
+    static constexpr int count_shift = 42;
+    static constexpr std::uint64_t field = std::uint64_t{1} << 20;  // counts stay below 2^21 with the takes past the end
+    static constexpr std::uint64_t back_one = 1, front_one = std::uint64_t{1} << 21, low = (std::uint64_t{1} << 21) - 1;
+    /// Takes and runs one posted chunk from one end; false when none is left.
+    bool take(std::uint64_t end) {
         if (!open(ticket_.load(std::memory_order_relaxed))) return false;
-        const std::uint64_t t = ticket_.fetch_add(1, std::memory_order_acq_rel);
+        const std::uint64_t t = ticket_.fetch_add(end, std::memory_order_acq_rel);
         if (!open(t)) return false;
-        fn_(ctx_, static_cast<index>(t & 0xffffffffu));
+        const std::uint64_t chunk = end == front_one ? (t >> 21 & low) : (t >> count_shift) - 1 - (t & low);
+        fn_(ctx_, static_cast<index>(chunk));
         done_.fetch_add(1, std::memory_order_release);
         return true;
     }
-    static bool open(std::uint64_t t) noexcept { return (t & 0xffffffffu) < (t >> 32); }
+    static bool open(std::uint64_t t) noexcept { return (t & low) + (t >> 21 & low) < (t >> count_shift); }
 
     std::atomic<std::uint64_t> ticket_{0};
     std::atomic<index> done_{0};

@@ -197,8 +197,8 @@ private:
 /// k has rows_of(k) rows of cost_of(k) >= 1 elements each. Serial, or one
 /// parallel region in which thread t takes the rows that start in the t-th
 /// equal slice of the total cost (a static split: no row is shared), or, on
-/// a thread leading a shared_work, ~16K-element slices taken in turn by the
-/// leader and its helpers.
+/// a thread leading a shared_work, ~16K-element slices that the leader takes
+/// from the front and its helpers from the back.
 template <class RowsOf, class CostOf, class Body>
 void for_rows(std::size_t views, RowsOf rows_of, CostOf cost_of, Body body) {
     index total = 0;
@@ -219,7 +219,7 @@ void for_rows(std::size_t views, RowsOf rows_of, CostOf cost_of, Body body) {
         }
     };
     if (shared_work* w = led_work(); w && total >= cpu_threading::get().min_parallel_work) {
-        // Chunks of ~16K elements, taken in turn by the leader and its helpers.
+        // Chunks of ~16K elements: the leader takes them from the front, its helpers from the back.
         constexpr index chunk = index{1} << 14;
         const index n = std::min<index>((total + chunk - 1) / chunk, index{1} << 12);
         struct job {

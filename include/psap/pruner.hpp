@@ -393,11 +393,7 @@ private:
         };
         auto& cand = scratch_.cand;
         cand.clear();
-        for (std::size_t c0 = 0; c0 < size; c0 += 64) {
-            const std::size_t len = std::min<std::size_t>(64, size - c0);
-            const std::uint64_t all = len == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << len) - 1;
-            detail::append_bits(~detail::bits_where(flag.data() + c0, len, 0xff) & all, static_cast<index>(c0), cand);
-        }
+        detail::append_zero(flag.data(), size, cand);
         if (static_cast<index>(cand.size()) < q)
             detail::fail("psap::pruner: group '", net.groups()[g].name, "' has ", cand.size(), " candidates for ", q,
                          " pruned channels; the protector shielded too many (restored + shielded must be <= size - q)");
@@ -487,7 +483,6 @@ private:
     /// partial scan that finds a bad value rescans everything, so that which
     /// layer is named does not depend on what was left out.
     void check_weights(const Net& net, bool skip_scored) const {
-        const bool partial = skip_scored;
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
@@ -512,7 +507,7 @@ private:
             if (checked(i)) {
                 const index r = wr[w++];
                 if (r >= 0) {
-                    if (partial) check_weights(net, false);
+                    if (skip_scored) check_weights(net, false);
                     fail_weight(l, r);
                 }
             }
@@ -520,7 +515,7 @@ private:
                 for (const char* what : {"gamma", "beta"}) {
                     const index i = vr[v++];
                     if (i < 0) continue;
-                    if (partial) check_weights(net, false);
+                    if (skip_scored) check_weights(net, false);
                     detail::fail("psap: layer '", l.name, "' has a NaN or Inf batch-norm ", what, " at channel ", i, "; training diverged");
                 }
         }

@@ -307,12 +307,14 @@ TEST_CASE("cpu_backend batches: bitwise equal to psap::reduce and to one view at
         }
 }
 
-TEST_CASE("cpu_backend batches: a large batch gives the same bits on every thread count") {
-    // ResNet-56-like member shapes, large enough to be split at the default threshold.
-    std::mt19937_64 g(psap_test::seed() + 1);
+namespace {
+
+/// ResNet-56-like conv filter banks: `per_width` of each of 16, 32 and 64
+/// filters of c * 9 random weights, large enough to be split at the default threshold.
+std::vector<strided<float>> conv_like_batch(std::mt19937_64& g, int per_width) {
     std::vector<strided<float>> b;
     for (idx c : {16, 32, 64})
-        for (int k = 0; k < 9; ++k) {
+        for (int k = 0; k < per_width; ++k) {
             strided<float> m;
             m.rows = c;
             m.cols = c * 9;
@@ -320,6 +322,14 @@ TEST_CASE("cpu_backend batches: a large batch gives the same bits on every threa
             for (auto& x : m.data) x = random_value<float>(g);
             b.push_back(std::move(m));
         }
+    return b;
+}
+
+}  // namespace
+
+TEST_CASE("cpu_backend batches: a large batch gives the same bits on every thread count") {
+    std::mt19937_64 g(psap_test::seed() + 1);
+    const auto b = conv_like_batch(g, 9);
     const auto vs = views_of(b);
     using V = psap::matrix_view<const float>;
     auto run = [&](int threads) {
@@ -347,16 +357,7 @@ TEST_CASE("shared_work: a leader's batched calls are shared with its helpers, ev
     // psap::pruner's step: thread 0 leads (its backend calls post their row
     // chunks) while the others run background items and take posted chunks first.
     std::mt19937_64 g(psap_test::seed() + 2);
-    std::vector<strided<float>> b;
-    for (idx c : {16, 32, 64})
-        for (int k = 0; k < 3; ++k) {
-            strided<float> m;
-            m.rows = c;
-            m.cols = c * 9;
-            m.data.resize(static_cast<std::size_t>(m.rows * m.cols));
-            for (auto& x : m.data) x = random_value<float>(g);
-            b.push_back(std::move(m));
-        }
+    const auto b = conv_like_batch(g, 3);
     const auto vs = views_of(b);
     using V = psap::matrix_view<const float>;
     outputs serial(row_counts(b));

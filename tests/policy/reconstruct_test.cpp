@@ -429,7 +429,7 @@ TEST_CASE_TEMPLATE("reconstruction contract: apply() idempotent without changes,
 
 }  // namespace
 
-TEST_CASE("channel lists from bit masks: bits_where, append_bits and append_nonzero list what a loop over the bytes lists") {
+TEST_CASE("channel lists from bit masks: bits_where, append_bits, append_nonzero and append_zero list what a loop over the bytes lists") {
     // The pruner's selection and the reconstruction's pruned lists are read
     // 64 channels at a time from byte masks; any byte value, any length.
     const auto seed = psap_test::seed() + 31;
@@ -446,6 +446,11 @@ TEST_CASE("channel lists from bit masks: bits_where, append_bits and append_nonz
             if (bytes[i] != 0) by_loop.push_back(static_cast<psap::index>(i));
         psap::detail::append_nonzero(bytes.data(), n, nonzero);
         CHECK(nonzero == by_loop);
+        list zero, zero_by_loop;
+        for (std::size_t i = 0; i < n; ++i)
+            if (bytes[i] == 0) zero_by_loop.push_back(static_cast<psap::index>(i));
+        psap::detail::append_zero(bytes.data(), n, zero);
+        CHECK(zero == zero_by_loop);
         list expect = {-1};
         for (std::size_t c0 = 0; c0 < n; c0 += 64) {
             const std::size_t len = std::min<std::size_t>(64, n - c0);

@@ -134,12 +134,18 @@ inline void append_bits(std::uint64_t m, index base, std::vector<index>& r) {
     for (std::size_t k = k0; m; m &= m - 1) r[k++] = base + std::countr_zero(m);
 }
 
-/// Appends to r the indices i < n with bytes[i] != 0, ascending: a mask's
-/// listed channels 64 at a time (bits_where, append_bits).
-inline void append_nonzero(const std::uint8_t* bytes, std::size_t n, std::vector<index>& r) {
-    for (std::size_t c0 = 0; c0 < n; c0 += 64)
-        append_bits(bits_where(bytes + c0, std::min<std::size_t>(64, n - c0), 0xff), static_cast<index>(c0), r);
+/// Appends to r the indices i < n with bytes[i] != 0 (or == 0 when `zero`),
+/// ascending: a mask's listed channels 64 at a time (bits_where, append_bits).
+inline void append_nonzero(const std::uint8_t* bytes, std::size_t n, std::vector<index>& r, bool zero = false) {
+    for (std::size_t c0 = 0; c0 < n; c0 += 64) {
+        const std::size_t len = std::min<std::size_t>(64, n - c0);
+        const std::uint64_t all = len == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << len) - 1;
+        const std::uint64_t set = bits_where(bytes + c0, len, 0xff);
+        append_bits(zero ? ~set & all : set, static_cast<index>(c0), r);
+    }
 }
+/// The indices i < n with bytes[i] == 0, ascending.
+inline void append_zero(const std::uint8_t* bytes, std::size_t n, std::vector<index>& r) { append_nonzero(bytes, n, r, true); }
 }  // namespace detail
 
 /// Iteration counters seen by observe().

@@ -8,13 +8,18 @@
 
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 
 namespace {
 
 std::map<std::string, int> calls;
-void seen(const char* policy, const char* function) { ++calls[std::string(policy) + "." + function]; }
+std::mutex calls_mutex;  // a schedule's prepare() may run on another thread than the other hooks
+void seen(const char* policy, const char* function) {
+    const std::lock_guard lock(calls_mutex);
+    ++calls[std::string(policy) + "." + function];
+}
 
 // [schedule-skeleton]
 struct my_schedule {
@@ -26,6 +31,8 @@ struct my_schedule {
     template <class Net>  // required: fill plan.ratio and plan.count (pre-sized, zero)
     void plan(const Net&, const psap::step_context&, psap::schedule_plan&) { seen(name, __func__); }
 
+    template <class Net>  // before plan(), maybe on another thread: measure the network alone into your own members
+    void prepare(const Net&, std::span<const psap::group_state>, psap::index) { seen(name, __func__); }
     template <class Net>
     void bind(const Net&) { seen(name, __func__); }                // size per-network state
     void save(nlohmann::json&) const { seen(name, __func__); }    // into state()
@@ -124,10 +131,10 @@ void exercise(Pruner& p, net_t& net) {
 int check(const char* how, const std::set<std::string>& skip) {
     int missing = 0;
     for (const char* policy : {"my_schedule", "my_criterion", "my_protector", "my_reconstructor"})
-        for (const char* fn : {"fields", "plan", "score", "restores", "shield", "apply", "after_update", "bind", "observe",
+        for (const char* fn : {"fields", "plan", "prepare", "score", "restores", "shield", "apply", "after_update", "bind", "observe",
                                "after_step", "reduce", "pulses", "mask_gradients_of", "finish", "save", "load"}) {
             const std::string key = std::string(policy) + "." + fn;
-            const bool has = (key.find("my_schedule.") == 0 && std::set<std::string>{"fields", "plan", "bind", "save", "load"}.count(fn)) ||
+            const bool has = (key.find("my_schedule.") == 0 && std::set<std::string>{"fields", "plan", "prepare", "bind", "save", "load"}.count(fn)) ||
                              (key.find("my_criterion.") == 0 && std::set<std::string>{"fields", "score", "bind", "observe", "after_step", "reduce", "save", "load"}.count(fn)) ||
                              (key.find("my_protector.") == 0 && std::set<std::string>{"fields", "restores", "shield", "bind", "observe", "after_step", "reduce", "pulses", "save", "load"}.count(fn)) ||
                              (key.find("my_reconstructor.") == 0 && std::set<std::string>{"fields", "apply", "after_update", "bind", "mask_gradients_of", "finish", "save", "load"}.count(fn));

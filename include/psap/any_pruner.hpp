@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -81,12 +82,16 @@ class any_schedule {
     struct iface : detail::common_iface<Net> {
         virtual std::unique_ptr<iface> clone() const = 0;
         virtual void plan(const Net&, const step_context&, schedule_plan&) = 0;
+        virtual void prepare(const Net&, std::span<const group_state>, index) = 0;
     };
     template <class P>
     struct model final : detail::common_model<iface, P, Net> {
         using detail::common_model<iface, P, Net>::common_model;
         std::unique_ptr<iface> clone() const override { return std::make_unique<model>(*this); }
         void plan(const Net& n, const step_context& c, schedule_plan& pl) override { this->p.plan(n, c, pl); }
+        void prepare(const Net& n, std::span<const group_state> g, index step) override {
+            if constexpr (requires { this->p.prepare(n, g, step); }) this->p.prepare(n, g, step);
+        }
     };
     detail::clone_ptr<iface> self_;
 
@@ -96,6 +101,8 @@ public:
         requires(!std::same_as<std::remove_cvref_t<P>, any_schedule> && schedule_for<std::remove_cvref_t<P>, Net>)
     any_schedule(P p) : self_(std::make_unique<model<P>>(std::move(p))) {}
     void plan(const Net& n, const step_context& c, schedule_plan& pl) { self_->plan(n, c, pl); }
+    /// The held schedule's prepare(), where it has one (else nothing).
+    void prepare(const Net& n, std::span<const group_state> g, index step) { self_->prepare(n, g, step); }
     void bind(const Net& n) { self_->bind(n); }
     void save(nlohmann::json& j) const { self_->save(j); }
     void load(const nlohmann::json& j) { self_->load(j); }

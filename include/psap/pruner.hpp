@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -186,6 +187,14 @@ public:
             }
             plan.budget_now = n ? groups_[0].budget : 0;
         } else {
+            // What the schedule measures of the network alone (its prepare():
+            // no decision of this step goes into it) runs on another thread
+            // when decide_beside_scan has one free, beside the restores and scores.
+            cpu_detail::side_task prepared;
+            const auto prepare = [&] {
+                if constexpr (requires { schedule_.prepare(net, std::span<const group_state>(groups_), info.step); })
+                    schedule_.prepare(net, std::span<const group_state>(groups_), info.step);
+            };
             const auto decide = [&] {
                 protect_.restores(net, ctx, restored);
                 for (std::size_t g = 0; g < n; ++g)
@@ -197,6 +206,7 @@ public:
                 criterion_.score(net, ctx, scores);
                 check_scores(net, scores);
                 ctx.scores = scores;
+                prepared.run_or_wait(prepare);
                 schedule_.plan(net, ctx, plan);
                 for (std::size_t g = 0; g < n; ++g) {
                     const index size = groups_[g].size();
@@ -212,7 +222,7 @@ public:
                     select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
             };
             if (beside)
-                decide_beside_scan(net, decide, team);
+                decide_beside_scan(net, decide, team, prepared, prepare);
             else
                 decide();
         }
@@ -329,6 +339,15 @@ public:
 
     std::span<const group_state> groups() const noexcept { return groups_; }
     const std::vector<step_log>& log() const noexcept { return log_; }
+    /// Hands over the log's entries and empties it (its capacity kept): a
+    /// long run can write entries out as they come, e.g. as JSON lines,
+    /// instead of holding every step in memory and in state(). Decisions
+    /// never read the log.
+    std::vector<step_log> take_log() {
+        std::vector<step_log> out(std::make_move_iterator(log_.begin()), std::make_move_iterator(log_.end()));
+        log_.clear();
+        return out;
+    }
     const pruner_options& options() const noexcept { return options_; }
     const cost_model& costs() const noexcept { return costs_; }
     index steps_taken() const noexcept { return steps_; }
@@ -527,6 +546,12 @@ private:
                      "; training diverged (lower the learning rate) or the weights were not initialised");
     }
 
+    template <class V>
+    static bool same_view(const V& a, const V& b) noexcept {
+        return a.data() == b.data() && a.rows() == b.rows() && a.cols() == b.cols() && a.row_stride() == b.row_stride() &&
+               a.col_stride() == b.col_stride();
+    }
+
     /// Threads for decide_beside_scan: 1 (do not use it) without OpenMP, on
     /// device memory, inside a parallel region, or when the unscored weights
     /// are too few to repay a parallel region (cpu_threading's threshold).
@@ -549,36 +574,57 @@ private:
     /// thrown by decide() (the up-front scan would have come first); a full
     /// rescan then names the first bad layer in layer order, whichever
     /// thread found it.
-    template <class Decide>
-    void decide_beside_scan(const Net& net, Decide& decide, [[maybe_unused]] int team) {
+    template <class Decide, class Prepare>
+    void decide_beside_scan(const Net& net, Decide& decide, [[maybe_unused]] int team,
+                            [[maybe_unused]] cpu_detail::side_task& prepared, [[maybe_unused]] Prepare& prepare) {
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         // ~64 KB of floats per chunk: fine enough to balance against decide(),
         // coarse enough that taking one costs nothing next to scanning it.
         constexpr index chunk_elements = index{1} << 14;
         // Lists of their own: decide() and the rescan below use the others.
+        // An entry is written only when it changed: the other threads read
+        // these lists, and rewriting a cache line they hold costs a transfer
+        // per line when the two threads are on different cores (~2 us per
+        // step on the project's machine in its slow mode).
         auto& chunks = scratch_.chunks;
         auto& at = scratch_.chunk_at;
-        chunks.clear(), at.clear();
+        std::size_t n_chunks = 0;
         for (std::size_t i = 0; i < net.layers().size(); ++i) {
             const auto& w = net.layers()[i].weight;
             if (!net.layers()[i].has_weight() || scored_[i]) continue;
             const index per = std::max<index>(1, chunk_elements / std::max<index>(1, w.cols()));
-            for (index r = 0; r < w.rows(); r += per) {
-                chunks.push_back(w.middle_rows(r, std::min(per, w.rows() - r)));
-                at.push_back({static_cast<index>(i), r});
+            for (index r = 0; r < w.rows(); r += per, ++n_chunks) {
+                const W c = w.middle_rows(r, std::min(per, w.rows() - r));
+                const typename step_scratch::chunk_origin o{static_cast<index>(i), r};
+                if (n_chunks == chunks.size()) {
+                    chunks.push_back(c), at.push_back(o);
+                    continue;
+                }
+                if (!same_view(chunks[n_chunks], c)) chunks[n_chunks] = c;
+                if (at[n_chunks].layer != o.layer || at[n_chunks].row != o.row) at[n_chunks] = o;
             }
         }
+        chunks.resize(n_chunks), at.resize(n_chunks);
+        // Every chunk's and vector's entry is written by the scan below.
         auto& found = scratch_.chunk_found;
-        found.assign(chunks.size(), -1);
+        found.resize(chunks.size());
         // Every BN gamma and beta as well: the first piece of background work.
         using V = vector_view<typename Net::value_type, typename Net::memory_type>;
         auto& vs = scratch_.chunk_vectors;
         auto& vr = scratch_.chunk_vector_rows;
-        vs.clear();
+        std::size_t n_vectors = 0;
         for (const auto& l : net.layers())
-            if (l.bn) vs.push_back(l.bn->gamma), vs.push_back(l.bn->beta);
-        vr.assign(vs.size(), -1);
+            if (l.bn)
+                for (const V* v : {&l.bn->gamma, &l.bn->beta}) {
+                    if (n_vectors == vs.size())
+                        vs.push_back(*v);
+                    else if (vs[n_vectors].data() != v->data() || vs[n_vectors].size() != v->size() || vs[n_vectors].stride() != v->stride())
+                        vs[n_vectors] = *v;
+                    ++n_vectors;
+                }
+        vs.resize(n_vectors);
+        vr.resize(vs.size());
         std::atomic<std::size_t> next{0};
         std::exception_ptr failed;
         const auto scan_one = [&] {
@@ -606,7 +652,7 @@ private:
                 work.retire();
                 while (scan_one()) {}
             } else {
-                work.help(scan_one);
+                work.help([&] { return prepared.try_run(prepare) || scan_one(); });
             }
         }
 #else

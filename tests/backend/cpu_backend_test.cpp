@@ -417,6 +417,66 @@ TEST_CASE("shared_work: a leader's batched calls are shared with its helpers, ev
 #endif
 }
 
+TEST_CASE_TEMPLATE("set_entries: the listed entries hold the value bit for bit (-0, NaN and equal values included), the rest untouched", T,
+                   float, double) {
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    for (const T value : {T(0), T(-0.0), T(1.5)}) {
+        CAPTURE(value);
+        std::vector<T> x{T(-0.0), T(0), nan, T(1.5), T(2), T(-3)};
+        const std::vector<T> before = x;
+        const std::vector<idx> which{0, 1, 2, 3, 4};
+        cpu_backend::set_entries(psap::vector_view<T>(x.data(), static_cast<idx>(x.size())), std::span<const idx>(which), value);
+        for (std::size_t i = 0; i < 5; ++i) CHECK(std::memcmp(&x[i], &value, sizeof(T)) == 0);
+        CHECK(std::memcmp(&x[5], &before[5], sizeof(T)) == 0);
+    }
+}
+
+TEST_CASE("side_task: run once, by a helper or by the thread that needs it; its exception reaches that thread") {
+    // Serial: run_or_wait runs it here; later calls neither run it again nor wait.
+    {
+        psap::cpu_detail::side_task t;
+        int runs = 0;
+        auto f = [&] { ++runs; };
+        t.run_or_wait(f);
+        t.run_or_wait(f);
+        CHECK_FALSE(t.try_run(f));
+        CHECK(runs == 1);
+    }
+    {
+        psap::cpu_detail::side_task t;
+        auto f = [] { throw psap::error("side task failed"); };
+        CHECK(t.try_run(f));  // the exception is kept, not thrown here
+        CHECK_THROWS_WITH_AS(t.run_or_wait(f), "side task failed", psap::error);
+    }
+#if defined(_OPENMP)
+    // Threads race for it: exactly one runs it, and the waiting thread sees its result.
+    for (int threads = 2; threads <= 4; ++threads) {
+        CAPTURE(threads);
+        for (int round = 0; round < 200; ++round) {
+            psap::cpu_detail::side_task t;
+            std::atomic<int> runs{0};
+            std::vector<int> result(64, 0);
+            bool seen = true;
+            auto f = [&] {
+                runs.fetch_add(1);
+                for (std::size_t i = 0; i < result.size(); ++i) result[i] = static_cast<int>(i) + round;
+            };
+#pragma omp parallel num_threads(threads)
+            {
+                if (omp_get_thread_num() == 0) {
+                    t.run_or_wait(f);
+                    for (std::size_t i = 0; i < result.size(); ++i) seen = seen && result[i] == static_cast<int>(i) + round;
+                } else {
+                    t.try_run(f);
+                }
+            }
+            CHECK(runs.load() == 1);
+            CHECK(seen);
+        }
+    }
+#endif
+}
+
 TEST_CASE("cpu_backend batches: mismatched batches and bad row lists are errors") {
     std::vector<float> w(12, 1.0f);
     const psap::matrix_view<const float> v(w.data(), 3, 4);

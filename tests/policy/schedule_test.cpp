@@ -343,6 +343,30 @@ TEST_CASE("adaptive_sparsity: leaky control d = (1 - alpha) p_prev + alpha p_bar
         CHECK(plan.ratio[1] == doctest::Approx(0.3));
         CHECK(plan.ratio[2] == doctest::Approx(0.3));
     }
+    SUBCASE("prepare() measures ahead of plan(), which uses it once, for that step and those masks only") {
+        const auto plain = lc.run(s);
+        const auto groups = std::span<const psap::group_state>(lc.h.groups);
+        s.prepare(lc.m.net(), groups, lc.h.info.step);
+        const auto prepared = lc.run(s);
+        CHECK(prepared.sparsity == plain.sparsity);
+        CHECK(prepared.count == plain.count);
+        CHECK(prepared.mu == plain.mu);
+        // A gamma changed after prepare(): plan() reports what prepare() measured, the next plan() measures anew.
+        s.prepare(lc.m.net(), groups, lc.h.info.step);
+        lc.m.layer("c2").gamma[9] = 0.01f;  // one more small active channel in g2: s2 = 0.1
+        CHECK(lc.run(s).sparsity == std::vector<double>{0.3, 0.0, 0.1});
+        CHECK(lc.run(s).sparsity == std::vector<double>{0.3, 0.1, 0.1});
+        // prepared for another step, or for other masks: not used
+        lc.m.layer("c2").gamma[9] = 1.0f;
+        s.prepare(lc.m.net(), groups, lc.h.info.step + 1);
+        lc.m.layer("c2").gamma[9] = 0.01f;
+        CHECK(lc.run(s).sparsity == std::vector<double>{0.3, 0.1, 0.1});
+        lc.m.layer("c2").gamma[9] = 1.0f;
+        const std::vector<psap::group_state> copy(lc.h.groups.begin(), lc.h.groups.end());
+        s.prepare(lc.m.net(), std::span<const psap::group_state>(copy), lc.h.info.step);
+        lc.m.layer("c2").gamma[9] = 0.01f;
+        CHECK(lc.run(s).sparsity == std::vector<double>{0.3, 0.1, 0.1});
+    }
     SUBCASE("the first pruning step is uniform whatever the sparsity") {
         for (auto& g : lc.h.groups) g.budget = 0;
         const auto plan = lc.run(s);

@@ -169,6 +169,35 @@ TEST_CASE("with a second thread the unscored weights are scanned beside the deci
     }
 }
 
+TEST_CASE("the scan beside the decisions follows the network's buffers from step to step") {
+    // decide_beside_scan keeps its lists of row chunks and BN vectors between
+    // steps and rewrites only the entries whose view changed: a network of the
+    // same structure in other buffers, and a value changed in place, are both
+    // scanned.
+    auto spec = small_spec();
+    spec.layers[2].out = 6000;
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    for (int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        const threading_scope ts(threads, 0);
+        auto p = psap::presets::psap({budget_kind::flops, 0.3}, 10);
+        model<float> a(spec), b(spec);
+        a.fill_random(psap_test::seed());
+        b.fill_random(psap_test::seed() + 1);
+        CHECK_NOTHROW(p.step(a.net(), 1));
+        b.layer("fc").weight(5998, 2) = nan;
+        CHECK_ERROR(p.step(b.net(), 2), "'fc'", "NaN or Inf weight", "filter 5998");
+        CHECK_NOTHROW(p.step(a.net(), 2));
+        a.layer("fc").weight(7, 0) = inf;
+        CHECK_ERROR(p.step(a.net(), 3), "'fc'", "filter 7");
+        a.layer("fc").weight(7, 0) = 0;
+        b.layer("fc").weight(5998, 2) = 0;
+        b.layer("stem").beta[3] = nan;
+        CHECK_ERROR(p.step(b.net(), 3), "'stem'", "batch-norm beta", "channel 3");
+        CHECK_NOTHROW(p.step(a.net(), 3));
+    }
+}
+
 TEST_CASE("NaN or Inf gradients are rejected at observe(), naming the layer") {
     model<float> m(small_spec());
     m.fill_random(psap_test::seed());

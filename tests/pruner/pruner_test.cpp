@@ -213,6 +213,36 @@ TEST_CASE_TEMPLATE("every preset decides, logs and writes the same with 1, 2 and
     }
 }
 
+TEST_CASE("take_log(): the entries handed over at each step are the log an untouched pruner keeps; decisions do not change") {
+    const auto seed = psap_test::seed() + 970;
+    CAPTURE(seed);
+    const auto spec = bn_spec(seed);
+    const psap::budget target{budget_kind::flops, 0.5};
+    const int epochs = 6;
+    model<float> kept_model(spec), taken_model(spec);
+    kept_model.fill_random(seed);
+    taken_model.fill_random(seed);
+    auto kept = preset_psap::make(target, epochs);
+    auto taken = preset_psap::make(target, epochs);
+    const auto r_kept = run(kept, kept_model, {.grad_seed = seed, .epochs = epochs});
+    nlohmann::json streamed = nlohmann::json::array();
+    const auto r_taken = run(taken, taken_model, {.grad_seed = seed, .epochs = epochs}, [&](int e) {
+        auto entries = taken.take_log();
+        CHECK(entries.size() == 1);
+        CHECK(taken.log().empty());
+        for (const auto& x : entries) {
+            CHECK(x.step == e);
+            streamed.push_back(x);
+        }
+    });
+    CHECK(r_taken.masks == r_kept.masks);
+    CHECK(kept.log().size() == static_cast<std::size_t>(epochs));
+    CHECK(json_difference(streamed, nlohmann::json(kept.log())) == "");
+    CHECK(taken_model.same_values(kept_model));
+    CHECK(taken.steps_taken() == epochs);
+    CHECK(taken.take_log().empty());
+}
+
 /// Seeded scores with many ties (four values), kept for the test to check.
 struct tied_scores {
     std::uint64_t seed = 1;

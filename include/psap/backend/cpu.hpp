@@ -23,6 +23,8 @@
 #include <concepts>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <limits>
 #include <span>
 #include <type_traits>
@@ -173,6 +175,39 @@ private:
     std::atomic<bool> retired_{false};
     chunk_fn fn_ = nullptr;
     const void* ctx_ = nullptr;
+};
+
+/// One task that whichever thread comes first runs: a helper, as background
+/// work, or the thread that needs its result, when no helper has begun it.
+/// psap::pruner's step runs the schedule's prepare() this way.
+class side_task {
+public:
+    /// Runs f() here unless another thread has begun it; false if one has.
+    template <class F>
+    bool try_run(F& f) noexcept {
+        int free = 0;
+        if (state_.load(std::memory_order_relaxed) != 0 || !state_.compare_exchange_strong(free, 1, std::memory_order_acquire))
+            return false;
+        try {
+            f();
+        } catch (...) {
+            error_ = std::current_exception();
+        }
+        state_.store(2, std::memory_order_release);
+        return true;
+    }
+    /// Runs f() here unless another thread has begun it, then waits until it
+    /// is done; rethrows what f() threw, on whichever thread.
+    template <class F>
+    void run_or_wait(F& f) {
+        if (!try_run(f))
+            while (state_.load(std::memory_order_acquire) != 2) relax();
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    std::atomic<int> state_{0};  // 0 free, 1 running, 2 done
+    std::exception_ptr error_;
 };
 
 /// The shared_work this thread leads, if any (set by psap::pruner's step).
@@ -729,7 +764,11 @@ struct cpu_backend {
 
     template <class T>
     static void set_entries(vector_view<T> v, std::span<const index> which, T value) {
-        for (index i : which) v[i] = value;
+        // Only entries that differ (bit for bit) are written: gating writes
+        // the same zeros at every step, and a write to a line another core
+        // has read costs a transfer where a compare costs nothing.
+        for (index i : which)
+            if (std::memcmp(&v[i], &value, sizeof(T)) != 0) v[i] = value;
     }
     template <class T>
     static void scale_entries(vector_view<T> v, std::span<const index> which, T factor) {

@@ -30,6 +30,10 @@ namespace detail {
 /// kept so that a step at steady state allocates nothing here.
 struct adaptive_sparsity_workspace {
     std::vector<double> zero, lo_all, hi_all, d, lo, hi, median;
+    // prepare(): the sparsities it measured, for which step and masks
+    std::vector<double> prepared;
+    index prepared_step = -1;
+    const group_state* prepared_groups = nullptr;
     std::vector<std::vector<double>> magnitudes;
     allocation uniform, chosen;
     allocation_workspace bisection;
@@ -88,7 +92,12 @@ struct adaptive_sparsity {
         const std::size_t n = sizes.size();
         plan.resize(n);
         plan.budget_now = ctx.target.target * ramp_fraction(ramp, ctx.info.progress, ramp_end);
-        measure_all(net, ctx.groups, plan.sparsity);
+        auto& w = workspace;
+        if (w.prepared_step == ctx.info.step && w.prepared_groups == ctx.groups.data() && w.prepared.size() == n)
+            std::copy(w.prepared.begin(), w.prepared.end(), plan.sparsity.begin());
+        else
+            measure_all(net, ctx.groups, plan.sparsity);
+        w.prepared_step = -1;
         for (std::size_t g = 0; g < n; ++g) {
             const double restored = ctx.restored.empty() ? 0.0 : static_cast<double>(ctx.restored[g].size());
             plan.pressure[g] = restored / static_cast<double>(sizes[g]);
@@ -96,7 +105,6 @@ struct adaptive_sparsity {
         if (plan.budget_now <= 0) return;
 
         // p_bar: the uniform ratio for B_t.
-        auto& w = workspace;
         auto &zero = w.zero, &lo_all = w.lo_all, &hi_all = w.hi_all;
         zero.assign(n, 0.0), lo_all.assign(n, p_min), hi_all.assign(n, p_max);
         auto& uni = w.uniform;
@@ -140,6 +148,20 @@ struct adaptive_sparsity {
         plan.mu = a.mu;
         plan.ratio.assign(a.ratio.begin(), a.ratio.end());
         plan.count.assign(a.count.begin(), a.count.end());
+    }
+
+    /// s_g of every group under the masks `groups` for step `step`, measured
+    /// ahead of plan(), which then uses these values: it reads only the
+    /// network and the masks, so a pruner may run it on another thread while
+    /// the criterion and the protector run (docs/schedules.md).
+    template <class Net>
+    void prepare(const Net& net, std::span<const group_state> groups, index step) const {
+        auto& w = workspace;
+        w.prepared_step = -1;
+        w.prepared.resize(groups.size());
+        measure_all(net, groups, w.prepared);
+        w.prepared_step = step;
+        w.prepared_groups = groups.data();
     }
 
     /// s_g for group g under the current mask.

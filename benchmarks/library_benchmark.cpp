@@ -147,10 +147,9 @@ std::vector<byte_span> pruned_rows(const resnet56& m, std::span<const psap::grou
 
 /// Untimed, after each timed step: a run of 10^4 steps would otherwise hold
 /// 10^4 log entries, and each step would first-touch fresh pages for its
-/// entry (~1.5 us per step at 1 thread on the project's EPYC, ~2.7 us of
-/// page faults in the protected selection's probe), a cost of the harness's
-/// length that no real run of ~10^2 steps pays. A long run streams the log
-/// the same way (pruner::take_log).
+/// entry (~2.5 us of the PSAP step at 1 thread on the project's EPYC), a
+/// cost of the harness's length that no real run of ~10^2 steps pays. A
+/// long run streams its log the same way (pruner::take_log).
 template <class Pruner>
 void drain_log(Pruner& p) {
     benchmark::DoNotOptimize(p.take_log().size());

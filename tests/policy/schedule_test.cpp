@@ -422,6 +422,46 @@ TEST_CASE("adaptive_sparsity: leaky control d = (1 - alpha) p_prev + alpha p_bar
     }
 }
 
+TEST_CASE("adaptive_sparsity reuses its uniform ratio only for the same budget, bounds, rounding and cost model") {
+    // One schedule object planning a sequence of changed settings gives, at each, the plan of a fresh object.
+    leaky_case lc;
+    model<float> other_m(bank({12, 9, 20}));
+    harness<net_t> other{other_m.net(), {budget_kind::filters, 0.3}};
+    for (auto& g : other.groups) g.budget = 0.3, g.ratio = 0.3;
+    psap::adaptive_sparsity reused;
+    reused.ramp = psap::ramp_shape::constant;
+    const auto same_plan = [&](harness<net_t>& h, const model<float>& m) {
+        auto a = h.new_plan(), b = h.new_plan();
+        reused.plan(m.net(), h.ctx(), a);
+        psap::adaptive_sparsity fresh = reused;
+        fresh.workspace = {};
+        fresh.plan(m.net(), h.ctx(), b);
+        CHECK(a.mu == b.mu);
+        CHECK(a.ratio == b.ratio);
+        CHECK(a.count == b.count);
+        return a;
+    };
+    const auto first = same_plan(lc.h, lc.m);
+    CHECK(same_plan(lc.h, lc.m).mu == first.mu);  // unchanged settings: the same plan
+    lc.h.target.target = 0.4;
+    same_plan(lc.h, lc.m);
+    lc.h.target.target = 0.3;
+    reused.p_max = 0.35;
+    same_plan(lc.h, lc.m);
+    reused.p_max = 0.8;
+    reused.p_min = 0.2;
+    same_plan(lc.h, lc.m);
+    reused.p_min = 0;
+    lc.h.keep_multiple = 4;
+    same_plan(lc.h, lc.m);
+    lc.h.keep_multiple = 1;
+    lc.h.target.kind = budget_kind::params;
+    same_plan(lc.h, lc.m);
+    other.target = lc.h.target;  // another network's cost model at the same budget
+    same_plan(other, other_m);
+    same_plan(lc.h, lc.m);
+}
+
 TEST_CASE("adaptive_sparsity sparsity measures on hand cases") {
     SUBCASE("channel measure without batch norm: filter L2 norms below delta * median active norm") {
         layer_spec l{.name = "c", .out = 5, .in = 2};

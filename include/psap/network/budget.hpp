@@ -8,6 +8,7 @@
 #include <psap/network/network.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -88,11 +89,17 @@ public:
         }
         full_ = per_layer(sizes_);
         build_terms();
+        static std::atomic<std::uint64_t> built{0};
+        id_ = built.fetch_add(1, std::memory_order_relaxed) + 1;
     }
 
     std::size_t group_count() const noexcept { return sizes_.size(); }
     std::span<const index> group_sizes() const noexcept { return sizes_; }
     const cost& full() const noexcept { return full_; }
+    /// Names this model's contents: models built apart have different ids,
+    /// copies share the id (and the contents); 0 for a default-built one. A
+    /// caller may key a result it computed from the model on it.
+    std::uint64_t id() const noexcept { return id_; }
 
     /// Cost when group g keeps kept[g] of its channels.
     cost evaluate(std::span<const index> kept) const {
@@ -223,6 +230,7 @@ private:
     std::vector<layer_cost> layers_;
     std::vector<index> sizes_;
     cost full_;
+    std::uint64_t id_ = 0;
     std::vector<cost> linear_;       // per group: what one removed channel saves, other groups whole
     std::vector<pair_term> pairs_;   // what removing from both sides of a layer gives back
 };

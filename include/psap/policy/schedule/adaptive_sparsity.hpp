@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <span>
 #include <string_view>
@@ -36,6 +37,14 @@ struct adaptive_sparsity_workspace {
     const group_state* prepared_groups = nullptr;
     std::vector<std::vector<double>> magnitudes;
     allocation uniform, chosen;
+    // what `uniform` was allocated for (cost model, kind, B_t, p_min, p_max, rounding)
+    struct uniform_key {
+        std::uint64_t costs = 0;
+        budget_kind kind{};
+        double budget = -1, p_min = 0, p_max = 0;
+        index multiple = 0;
+        bool operator==(const uniform_key&) const = default;
+    } uniform_for;
     allocation_workspace bisection;
     measure::workspace_slot measures;
 };
@@ -108,7 +117,15 @@ struct adaptive_sparsity {
         auto &zero = w.zero, &lo_all = w.lo_all, &hi_all = w.hi_all;
         zero.assign(n, 0.0), lo_all.assign(n, p_min), hi_all.assign(n, p_max);
         auto& uni = w.uniform;
-        allocate(ctx.costs, ctx.target.kind, plan.budget_now, zero, lo_all, hi_all, ctx.keep_multiple, uni, w.bisection);
+        // p_bar depends on B_t, the bounds and the cost model alone: after
+        // the ramp, where B_t stays put, the last step's answer is reused.
+        const detail::adaptive_sparsity_workspace::uniform_key key{ctx.costs.id(), ctx.target.kind, plan.budget_now, p_min, p_max,
+                                                                   ctx.keep_multiple};
+        if (key.costs == 0 || !(w.uniform_for == key)) {
+            w.uniform_for = {};
+            allocate(ctx.costs, ctx.target.kind, plan.budget_now, zero, lo_all, hi_all, ctx.keep_multiple, uni, w.bisection);
+            w.uniform_for = key;
+        }
         if (!uni.feasible)
             fail_budget(name, ctx.target.kind, plan.budget_now, achieved_reduction(ctx.costs, ctx.target.kind, uni.count), p_max);
         const double p_bar = std::clamp(uni.mu, p_min, p_max);

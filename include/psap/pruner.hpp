@@ -563,8 +563,10 @@ private:
     }
 
     /// Runs decide() (restores, scores, plan, selection) on this thread while
-    /// the rest of the team scans every BN gamma and beta and the weights of
-    /// the layers that no score covers, cut into row chunks taken in turn;
+    /// the rest of the team runs the schedule's prepare() (unless decide()
+    /// needs it first and runs it itself) and scans every BN gamma and beta
+    /// and the weights of the layers that no score covers, cut into row
+    /// chunks taken in turn;
     /// the helpers take part in every batched backend call decide() makes
     /// (the criterion's norm pass: cpu_detail::shared_work), and this thread
     /// joins the scan when decide() returns. One parallel region for the

@@ -548,8 +548,11 @@ private:
 
     template <class V>
     static bool same_view(const V& a, const V& b) noexcept {
-        return a.data() == b.data() && a.rows() == b.rows() && a.cols() == b.cols() && a.row_stride() == b.row_stride() &&
-               a.col_stride() == b.col_stride();
+        if constexpr (requires { a.rows(); })
+            return a.data() == b.data() && a.rows() == b.rows() && a.cols() == b.cols() && a.row_stride() == b.row_stride() &&
+                   a.col_stride() == b.col_stride();
+        else
+            return a.data() == b.data() && a.size() == b.size() && a.stride() == b.stride();
     }
 
     /// Threads for decide_beside_scan: 1 (do not use it) without OpenMP, on
@@ -621,7 +624,7 @@ private:
                 for (const V* v : {&l.bn->gamma, &l.bn->beta}) {
                     if (n_vectors == vs.size())
                         vs.push_back(*v);
-                    else if (vs[n_vectors].data() != v->data() || vs[n_vectors].size() != v->size() || vs[n_vectors].stride() != v->stride())
+                    else if (!same_view(vs[n_vectors], *v))
                         vs[n_vectors] = *v;
                     ++n_vectors;
                 }

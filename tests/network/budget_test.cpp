@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -271,6 +272,25 @@ TEST_CASE("budget targets outside [0, 1) and unknown kinds are errors that say w
     CHECK(psap::parse_budget_kind("macs") == budget_kind::flops);
     CHECK(psap::parse_budget_kind("channels") == budget_kind::filters);
     CHECK_THROWS_WITH_AS(psap::parse_budget_kind("latency"), doctest::Contains("latency"), psap::error);
+}
+
+TEST_CASE("cost_model::id(): models built apart differ, for any network type; copies share it; a default one has 0") {
+    const auto spec = random_spec(psap_test::seed() + 40);
+    model<float> f(spec);
+    model<double> d(spec);
+    const psap::cost_model a(f.net()), b(d.net()), c(f.net());
+    CHECK(a.id() != 0);
+    CHECK(b.id() != 0);
+    CHECK(a.id() != b.id());  // one counter for every network type
+    CHECK(a.id() != c.id());  // the same network, built again
+    CHECK(c.id() != b.id());
+    const psap::cost_model copy = a;
+    CHECK(copy.id() == a.id());
+    CHECK(psap::cost_model{}.id() == 0);
+    // Many of each type: no id repeats (a counter per network type would restart at 1 for each).
+    std::set<std::uint64_t> ids{a.id(), b.id(), c.id()};
+    for (int k = 0; k < 300; ++k) ids.insert(psap::cost_model(f.net()).id()), ids.insert(psap::cost_model(d.net()).id());
+    CHECK(ids.size() == 603);
 }
 
 }  // namespace

@@ -60,6 +60,15 @@ struct cost {
     friend bool operator==(const cost&, const cost&) = default;
 };
 
+namespace detail {
+/// A fresh cost_model::id(): one counter for every network type (a static
+/// inside the constructor template would count per instantiation).
+inline std::uint64_t next_cost_model_id() noexcept {
+    static std::atomic<std::uint64_t> built{0};
+    return built.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace detail
+
 /// Prices a network for any kept-channel count per group.
 class cost_model {
 public:
@@ -89,8 +98,7 @@ public:
         }
         full_ = per_layer(sizes_);
         build_terms();
-        static std::atomic<std::uint64_t> built{0};
-        id_ = built.fetch_add(1, std::memory_order_relaxed) + 1;
+        id_ = detail::next_cost_model_id();
     }
 
     std::size_t group_count() const noexcept { return sizes_.size(); }

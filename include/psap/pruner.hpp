@@ -546,13 +546,24 @@ private:
                      "; training diverged (lower the learning rate) or the weights were not initialised");
     }
 
-    template <class V>
-    static bool same_view(const V& a, const V& b) noexcept {
-        if constexpr (requires { a.rows(); })
-            return a.data() == b.data() && a.rows() == b.rows() && a.cols() == b.cols() && a.row_stride() == b.row_stride() &&
-                   a.col_stride() == b.col_stride();
+    /// list[k] = x, appended when k is the list's end, written only when it
+    /// differs (views: same data and shape; other values: ==).
+    template <class X>
+    static void put_if_changed(std::vector<X>& list, std::size_t k, const std::type_identity_t<X>& x) {
+        if (k == list.size()) {
+            list.push_back(x);
+            return;
+        }
+        const X& y = list[k];
+        bool same;
+        if constexpr (requires { x.rows(); })
+            same = x.data() == y.data() && x.rows() == y.rows() && x.cols() == y.cols() && x.row_stride() == y.row_stride() &&
+                   x.col_stride() == y.col_stride();
+        else if constexpr (requires { x.stride(); })
+            same = x.data() == y.data() && x.size() == y.size() && x.stride() == y.stride();
         else
-            return a.data() == b.data() && a.size() == b.size() && a.stride() == b.stride();
+            same = x == y;
+        if (!same) list[k] = x;
     }
 
     /// Threads for decide_beside_scan: 1 (do not use it) without OpenMP, on
@@ -569,10 +580,10 @@ private:
     /// the rest of the team runs the schedule's prepare() (unless decide()
     /// needs it first and runs it itself) and scans every BN gamma and beta
     /// and the weights of the layers that no score covers, cut into row
-    /// chunks taken in turn;
-    /// the helpers take part in every batched backend call decide() makes
-    /// (the criterion's norm pass: cpu_detail::shared_work), and this thread
-    /// joins the scan when decide() returns. One parallel region for the
+    /// chunks taken in turn; the helpers take part in every batched backend
+    /// call decide() makes (the criterion's norm pass:
+    /// cpu_detail::shared_work), and this thread joins the scan when
+    /// decide() returns. One parallel region for the
     /// step: the scan fills the helpers' time around the leader's serial
     /// bookkeeping. Nothing is applied yet, so a bad value found here fails
     /// the step as the up-front scan did, and takes precedence over an error
@@ -600,14 +611,8 @@ private:
             if (!net.layers()[i].has_weight() || scored_[i]) continue;
             const index per = std::max<index>(1, chunk_elements / std::max<index>(1, w.cols()));
             for (index r = 0; r < w.rows(); r += per, ++n_chunks) {
-                const W c = w.middle_rows(r, std::min(per, w.rows() - r));
-                const typename step_scratch::chunk_origin o{static_cast<index>(i), r};
-                if (n_chunks == chunks.size()) {
-                    chunks.push_back(c), at.push_back(o);
-                    continue;
-                }
-                if (!same_view(chunks[n_chunks], c)) chunks[n_chunks] = c;
-                if (at[n_chunks].layer != o.layer || at[n_chunks].row != o.row) at[n_chunks] = o;
+                put_if_changed(chunks, n_chunks, w.middle_rows(r, std::min(per, w.rows() - r)));
+                put_if_changed(at, n_chunks, {static_cast<index>(i), r});
             }
         }
         chunks.resize(n_chunks), at.resize(n_chunks);
@@ -621,13 +626,7 @@ private:
         std::size_t n_vectors = 0;
         for (const auto& l : net.layers())
             if (l.bn)
-                for (const V* v : {&l.bn->gamma, &l.bn->beta}) {
-                    if (n_vectors == vs.size())
-                        vs.push_back(*v);
-                    else if (!same_view(vs[n_vectors], *v))
-                        vs[n_vectors] = *v;
-                    ++n_vectors;
-                }
+                for (const V* v : {&l.bn->gamma, &l.bn->beta}) put_if_changed(vs, n_vectors++, *v);
         vs.resize(n_vectors);
         vr.resize(vs.size());
         std::atomic<std::size_t> next{0};
@@ -786,6 +785,7 @@ private:
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> chunks;
         struct chunk_origin {
             index layer, row;
+            bool operator==(const chunk_origin&) const = default;
         };
         std::vector<chunk_origin> chunk_at;
         std::vector<index> chunk_found;

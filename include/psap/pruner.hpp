@@ -179,6 +179,38 @@ public:
         for (auto& u : updates) u.pruned.clear(), u.newly_pruned.clear(), u.restored.clear(), u.released.clear();
         auto& plan = scratch_.plan;
         plan.reset(n);
+        // The log entry, from the decisions alone (never the network's values
+        // or the masks): with a second thread it is written while the helper
+        // still scans (decide_beside_scan).
+        const auto summarise = [&] {
+            entry.frozen = frozen;
+            entry.budget_now = plan.budget_now;
+            entry.mu = plan.mu;
+            entry.relaxed = plan.relaxed;
+            auto& kept = scratch_.kept;
+            kept.resize(n);
+            for (std::size_t g = 0; g < n; ++g) kept[g] = groups_[g].size() - static_cast<index>(updates[g].pruned.size());
+            entry.achieved = costs_.evaluate(kept);
+            entry.reduction = costs_.reduction(options_.target.kind, entry.achieved);
+            entry.groups.resize(n);
+            for (std::size_t g = 0; g < n; ++g) {
+                auto& d = entry.groups[g];
+                d.group = net.groups()[g].name;
+                d.size = groups_[g].size();
+                d.sparsity = plan.sparsity[g];
+                d.pressure = plan.pressure[g];
+                d.ratio = plan.ratio[g];
+                d.target = plan.count[g];
+                d.pruned = static_cast<index>(updates[g].pruned.size());
+                d.newly_pruned = static_cast<index>(updates[g].newly_pruned.size());
+                d.restored = static_cast<index>(updates[g].restored.size());
+                d.released = static_cast<index>(updates[g].released.size());
+                d.protected_count = static_cast<index>(shielded[g].size());
+                // a frozen step asks the protector nothing: its pulse count is from an older step
+                if constexpr (requires { protect_.pulses(g); })
+                    if (!frozen) d.pulses = protect_.pulses(g);
+            }
+        };
         if (frozen) {
             for (std::size_t g = 0; g < n; ++g) {
                 detail::pruned_list(groups_[g], updates[g].pruned);
@@ -222,46 +254,18 @@ public:
                     select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
             };
             if (beside)
-                decide_beside_scan(net, decide, team, prepared, prepare);
+                decide_beside_scan(net, decide, team, prepared, prepare, summarise);
             else
                 decide();
         }
-
         reconstruct_.apply(net, ctx, updates, snapshots_);
+        if (!beside) summarise();
         for (std::size_t g = 0; g < n; ++g) {
             auto& st = groups_[g];
             std::fill(st.pruned.begin(), st.pruned.end(), std::uint8_t{0});
             for (index c : updates[g].pruned) st.pruned[static_cast<std::size_t>(c)] = 1;
             st.ratio = plan.ratio[g];
             st.budget = plan.budget_now;
-        }
-
-        entry.frozen = frozen;
-        entry.budget_now = plan.budget_now;
-        entry.mu = plan.mu;
-        entry.relaxed = plan.relaxed;
-        auto& kept = scratch_.kept;
-        kept.resize(n);
-        for (std::size_t g = 0; g < n; ++g) kept[g] = groups_[g].size() - groups_[g].pruned_count();
-        entry.achieved = costs_.evaluate(kept);
-        entry.reduction = costs_.reduction(options_.target.kind, entry.achieved);
-        entry.groups.resize(n);
-        for (std::size_t g = 0; g < n; ++g) {
-            auto& d = entry.groups[g];
-            d.group = net.groups()[g].name;
-            d.size = groups_[g].size();
-            d.sparsity = plan.sparsity[g];
-            d.pressure = plan.pressure[g];
-            d.ratio = plan.ratio[g];
-            d.target = plan.count[g];
-            d.pruned = groups_[g].pruned_count();
-            d.newly_pruned = static_cast<index>(updates[g].newly_pruned.size());
-            d.restored = static_cast<index>(updates[g].restored.size());
-            d.released = static_cast<index>(updates[g].released.size());
-            d.protected_count = static_cast<index>(shielded[g].size());
-            // a frozen step asks the protector nothing: its pulse count is from an older step
-            if constexpr (requires { protect_.pulses(g); })
-                if (!frozen) d.pulses = protect_.pulses(g);
         }
 
         if constexpr (requires { criterion_.after_step(); }) criterion_.after_step();
@@ -380,13 +384,17 @@ private:
         }
     }
     bool same_structure(const Net& net) const {
+        // Branch-free: every value is compared (the structure is nearly
+        // always the same), so the loads of all layers and groups overlap.
+        const std::size_t size = structure_.size();
+        const index* s = structure_.data();
         std::size_t i = 0;
-        bool same = true;
+        index diff = 0;
         visit_structure(net, [&](index v) {
-            same = same && i < structure_.size() && structure_[i] == v;
+            diff |= i < size ? s[i] ^ v : index{1};
             ++i;
         });
-        return same && i == structure_.size();
+        return diff == 0 && i == size;
     }
 
     /// Lowest scores first (ties by index) among channels neither shielded nor restored.
@@ -585,14 +593,16 @@ private:
     /// cpu_detail::shared_work), and this thread joins the scan when
     /// decide() returns. One parallel region for the
     /// step: the scan fills the helpers' time around the leader's serial
-    /// bookkeeping. Nothing is applied yet, so a bad value found here fails
-    /// the step as the up-front scan did, and takes precedence over an error
-    /// thrown by decide() (the up-front scan would have come first); a full
-    /// rescan then names the first bad layer in layer order, whichever
-    /// thread found it.
-    template <class Decide, class Prepare>
+    /// bookkeeping, and the log entry (summarise(): the decisions alone) is
+    /// written here before this thread joins the scan. Nothing is applied
+    /// yet, so a bad value found here fails the step as the up-front scan
+    /// did, and takes precedence over an error thrown by decide() (the
+    /// up-front scan would have come first); a full rescan then names the
+    /// first bad layer in layer order, whichever thread found it.
+    template <class Decide, class Prepare, class Summarise>
     void decide_beside_scan(const Net& net, Decide& decide, [[maybe_unused]] int team,
-                            [[maybe_unused]] cpu_detail::side_task& prepared, [[maybe_unused]] Prepare& prepare) {
+                            [[maybe_unused]] cpu_detail::side_task& prepared, [[maybe_unused]] Prepare& prepare,
+                            Summarise& summarise) {
         using B = backend_t<typename Net::memory_type>;
         using W = matrix_view<typename Net::value_type, typename Net::memory_type>;
         // ~64 KB of floats per chunk: fine enough to balance against decide(),
@@ -654,6 +664,13 @@ private:
                     }
                 }
                 work.retire();
+                if (!failed) {
+                    try {
+                        summarise();
+                    } catch (...) {
+                        failed = std::current_exception();
+                    }
+                }
                 while (scan_one()) {}
             } else {
                 work.help([&] { return prepared.try_run(prepare) || scan_one(); });
@@ -661,6 +678,7 @@ private:
         }
 #else
         decide();  // not reached: without OpenMP the team is 1
+        summarise();
         while (scan_one()) {}
 #endif
         // A full rescan names the first bad layer in layer order, as the up-front scan does.

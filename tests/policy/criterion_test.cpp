@@ -16,6 +16,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -101,6 +102,54 @@ TEST_CASE("l2 fold_bn on a group without batch norm is the raw norm") {
     CHECK(s[0] == doctest::Approx(5));
     CHECK(s[1] == doctest::Approx(1));
     CHECK(s[2] == 0);
+}
+
+TEST_CASE("l2 fold_bn reads host batch norms where they lie: the scores of the formula over double copies, bit for bit, at any stride") {
+    const auto seed = psap_test::seed() + 43;
+    CAPTURE(seed);
+    model<float> m(random_spec(seed, {.all_bn = true, .min_width = 30, .max_width = 60}));
+    m.fill_random(seed);
+    auto& net = m.net();
+    // Some variances negative and some zero (the fold clamps at 0), gammas of both signs.
+    for (std::size_t i = 0; i < net.layers().size(); ++i)
+        if (auto& bn = net.layer_at(static_cast<index>(i)).bn; bn) {
+            for (index c = 0; c < bn->running_var.size(); c += 7) bn->running_var[c] = c % 2 ? -0.5f : 0.0f;
+            for (index c = 0; c < bn->gamma.size(); c += 3) bn->gamma[c] = -bn->gamma[c];
+        }
+    // The reference: psap::reduce's canonical sum of squares per row, its root,
+    // times |gamma| / sqrt(max(var, 0) + eps) from the values widened to double.
+    auto reference = [&] {
+        std::vector<std::vector<double>> want(net.groups().size());
+        for (std::size_t g = 0; g < want.size(); ++g) {
+            want[g].assign(static_cast<std::size_t>(net.groups()[g].size), 0.0);
+            for (std::size_t k = 0; k < net.groups()[g].members.size(); ++k) {
+                const auto mv = psap::member_of(net, static_cast<index>(g), k);
+                for (index i = 0; i < mv.weight.rows(); ++i) {
+                    const double norm = std::sqrt(psap::reduce::unary(mv.weight.row_data(i), mv.weight.col_stride(), mv.weight.cols(),
+                                                                      psap::reduce::square{}));
+                    const double var = mv.bn->running_var.empty() ? 1.0 : double(mv.bn->running_var[i]);
+                    want[g][static_cast<std::size_t>(i)] +=
+                        std::abs(double(mv.bn->gamma[i])) * norm / std::sqrt(std::max(var, 0.0) + mv.bn->eps);
+                }
+            }
+        }
+        return want;
+    };
+    harness<net_t> h(net);
+    psap::l2_norm l2{.fold_bn = true};
+    const auto want = reference();
+    CHECK(score_once(l2, h) == want);
+    // The same values seen through views of stride 3 into other buffers.
+    std::vector<std::vector<float>> keep;
+    for (std::size_t i = 0; i < net.layers().size(); ++i)
+        if (auto& bn = net.layer_at(static_cast<index>(i)).bn; bn)
+            for (auto* v : {&bn->gamma, &bn->running_var}) {
+                auto& buf = keep.emplace_back(static_cast<std::size_t>(3 * v->size()), -9.0f);
+                for (index c = 0; c < v->size(); ++c) buf[static_cast<std::size_t>(3 * c)] = (*v)[c];
+                *v = psap::vector_view<float>(buf.data(), v->size(), 3);
+            }
+    harness<net_t> hs(net);
+    CHECK(score_once(l2, hs) == want);
 }
 
 TEST_CASE("lp_norm keeps working memory across calls: reused on networks of other shapes and element types, and copied, it scores like a fresh one") {

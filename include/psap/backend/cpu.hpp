@@ -519,6 +519,33 @@ inline void add_bn_folded(std::span<double> out, std::span<const double> gamma, 
         out[i] += std::abs(gamma[i]) * norm[i] / std::sqrt(std::max(var.empty() ? 1.0 : var[i], 0.0) + eps);
 }
 
+/// add_bn_folded reading gamma and the variance where they lie (host views
+/// of any stride; `var` may be empty): the same values as from their double
+/// copies, since widening a float is exact, without the copies.
+template <class T>
+void add_bn_folded(std::span<double> out, vector_view<T> gamma, std::span<const double> norm, vector_view<T> var, double eps) {
+    std::size_t i = 0;
+#if defined(PSAP_CPU_SIMD)
+    if constexpr (std::same_as<std::remove_const_t<T>, float>) {
+        if (gamma.stride() == 1 && (var.empty() || var.stride() == 1)) {
+            const __m256d sign = _mm256_set1_pd(-0.0), zero = _mm256_setzero_pd(), e = _mm256_set1_pd(eps), one = _mm256_set1_pd(1.0);
+            const float* g = gamma.data();
+            const float* v = var.data();
+            for (; i + 4 <= out.size(); i += 4) {
+                const __m256d a = _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm_loadu_ps(g + i)));
+                const __m256d w = var.empty() ? one : _mm256_max_pd(zero, _mm256_cvtps_pd(_mm_loadu_ps(v + i)));
+                const __m256d t = _mm256_div_pd(_mm256_mul_pd(a, _mm256_loadu_pd(norm.data() + i)), _mm256_sqrt_pd(_mm256_add_pd(w, e)));
+                _mm256_storeu_pd(out.data() + i, _mm256_add_pd(_mm256_loadu_pd(out.data() + i), t));
+            }
+        }
+    }
+#endif
+    for (; i < out.size(); ++i) {
+        const auto k = static_cast<index>(i);
+        out[i] += std::abs(double(gamma[k])) * norm[i] / std::sqrt(std::max(var.empty() ? 1.0 : double(var[k]), 0.0) + eps);
+    }
+}
+
 /// True when every element of the row is finite: x * 0 is (+-)0 for a finite
 /// x and NaN otherwise; lanes keep it free of one long dependency chain.
 template <int L = 128, class T>

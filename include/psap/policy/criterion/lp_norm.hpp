@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 namespace psap {
@@ -42,9 +43,11 @@ struct lp_norm {
         auto& w = workspace.template get<Net>();
         auto& mem = w.mem;
         auto &norm = w.a, &gamma = w.b, &var = w.c;
+        // Host batch norms are read where they lie; device ones are copied first.
+        constexpr bool host = std::is_same_v<typename Net::memory_type, host_memory>;
         mem.assign(net);
         measure::member_row_norms(net, mem, P, norm, w.buf);
-        if (fold_bn) {
+        if (fold_bn && !host) {
             measure::read_member_bn(net, mem, &BN::gamma, gamma, w.buf);
             measure::read_member_bn(net, mem, &BN::running_var, var, w.buf);
         }
@@ -58,8 +61,11 @@ struct lp_norm {
                 if (fold_bn && mv.bn) {
                     // Without running statistics the fold uses variance 1 (no rescaling).
                     const bool unit = mv.bn->running_var.empty();
-                    cpu_detail::add_bn_folded(out, gamma[k], n, unit ? std::span<const double>() : std::span<const double>(var[k]),
-                                              mv.bn->eps);
+                    if constexpr (host)
+                        cpu_detail::add_bn_folded(out, mv.bn->gamma, n, mv.bn->running_var, mv.bn->eps);
+                    else
+                        cpu_detail::add_bn_folded(out, gamma[k], n, unit ? std::span<const double>() : std::span<const double>(var[k]),
+                                                  mv.bn->eps);
                 } else {
                     for (std::size_t i = 0; i < out.size(); ++i) out[i] += n[i];
                 }

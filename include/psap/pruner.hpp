@@ -135,9 +135,7 @@ public:
     /// select and apply. Returns what was decided.
     const step_log& step(const Net& net, double epoch) {
         ensure_bound(net);
-        if (!same_structure(net))
-            detail::fail("psap::pruner::step: the network's structure changed since the pruner was bound; call bind() again");
-        if (!std::isfinite(epoch) || epoch < 0) detail::fail("psap::pruner::step: epoch ", epoch, " must be finite and >= 0");
+        const bool epoch_ok = std::isfinite(epoch) && epoch >= 0;
         step_info info;
         info.step = steps_;
         info.epoch = epoch;
@@ -150,9 +148,15 @@ public:
         // their scan, and the BN vectors' scan, runs beside the decisions
         // (decide_beside_scan).
         const bool skip_scored = reveals_nonfinite_weights<Criterion> && !frozen;
-        const int team = options_.check_finite && skip_scored ? team_beside_scan() : 1;
+        const int team = epoch_ok && options_.check_finite && skip_scored ? team_beside_scan() : 1;
         const bool beside = team > 1;
-        if (options_.check_finite && !beside) check_weights(net, skip_scored);
+        // With a second thread the structure is checked inside the step's
+        // parallel region, beside the scan (decide_beside_scan).
+        if (!beside) {
+            check_structure(net);
+            if (!epoch_ok) detail::fail("psap::pruner::step: epoch ", epoch, " must be finite and >= 0");
+            if (options_.check_finite) check_weights(net, skip_scored);
+        }
         if (reduce_) {
             if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
             if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
@@ -163,22 +167,24 @@ public:
         auto& restored = scratch_.restored;
         auto& shielded = scratch_.shielded;
         auto& scores = scratch_.scores;
-        restored.resize(n), shielded.resize(n), scores.resize(n);
-        for (std::size_t g = 0; g < n; ++g) {
-            restored[g].clear(), shielded[g].clear();
-            scores[g].assign(groups_[g].pruned.size(), 0.0);
-        }
+        auto& updates = scratch_.updates;
+        auto& plan = scratch_.plan;
+        const auto setup = [&] {
+            restored.resize(n), shielded.resize(n), scores.resize(n);
+            for (std::size_t g = 0; g < n; ++g) {
+                restored[g].clear(), shielded[g].clear();
+                scores[g].assign(groups_[g].pruned.size(), 0.0);
+            }
+            updates.resize(n);
+            for (auto& u : updates) u.pruned.clear(), u.newly_pruned.clear(), u.restored.clear(), u.released.clear();
+            plan.reset(n);
+        };
         step_context ctx{costs_, options_.target, info, groups_, options_.keep_multiple};
         step_log entry;
         entry.step = info.step;
         entry.epoch = epoch;
         entry.progress = info.progress;
 
-        auto& updates = scratch_.updates;
-        updates.resize(n);
-        for (auto& u : updates) u.pruned.clear(), u.newly_pruned.clear(), u.restored.clear(), u.released.clear();
-        auto& plan = scratch_.plan;
-        plan.reset(n);
         // The log entry, from the decisions alone (never the network's values
         // or the masks): with a second thread it is written while the helper
         // still scans (decide_beside_scan).
@@ -212,6 +218,7 @@ public:
             }
         };
         if (frozen) {
+            setup();
             for (std::size_t g = 0; g < n; ++g) {
                 detail::pruned_list(groups_[g], updates[g].pruned);
                 plan.ratio[g] = groups_[g].ratio;
@@ -253,10 +260,12 @@ public:
                 for (std::size_t g = 0; g < n; ++g)
                     select(net, g, plan.count[g], scores[g], restored[g], shielded[g], updates[g], entry);
             };
-            if (beside)
-                decide_beside_scan(net, decide, team, prepared, prepare, summarise);
-            else
+            if (beside) {
+                decide_beside_scan(net, setup, decide, team, prepared, prepare, summarise);
+            } else {
+                setup();
                 decide();
+            }
         }
         reconstruct_.apply(net, ctx, updates, snapshots_);
         if (!beside) summarise();
@@ -382,6 +391,10 @@ private:
             for (const auto& m : g.members) f(m.layer), f(m.offset);
             for (const auto& c : g.consumers) f(c.layer), f(c.offset);
         }
+    }
+    void check_structure(const Net& net) const {
+        if (!same_structure(net))
+            detail::fail("psap::pruner::step: the network's structure changed since the pruner was bound; call bind() again");
     }
     bool same_structure(const Net& net) const {
         // Branch-free: every value is compared (the structure is nearly
@@ -584,23 +597,25 @@ private:
             return unscored_work_ > 0 ? cpu_threading::team_for(unscored_work_) : 1;
     }
 
-    /// Runs decide() (restores, scores, plan, selection) on this thread while
-    /// the rest of the team runs the schedule's prepare() (unless decide()
-    /// needs it first and runs it itself) and scans every BN gamma and beta
+    /// One parallel region for the step. This thread checks the network's
+    /// structure, then runs setup() and decide() (restores, scores, plan,
+    /// selection) and writes the log entry (summarise(): the decisions
+    /// alone) while the rest of the team lists the scan's pieces, runs the
+    /// schedule's prepare() once the structure is checked (unless decide()
+    /// needs it first and runs it itself), and scans every BN gamma and beta
     /// and the weights of the layers that no score covers, cut into row
     /// chunks taken in turn; the helpers take part in every batched backend
     /// call decide() makes (the criterion's norm pass:
-    /// cpu_detail::shared_work), and this thread joins the scan when
-    /// decide() returns. One parallel region for the
-    /// step: the scan fills the helpers' time around the leader's serial
-    /// bookkeeping, and the log entry (summarise(): the decisions alone) is
-    /// written here before this thread joins the scan. Nothing is applied
-    /// yet, so a bad value found here fails the step as the up-front scan
-    /// did, and takes precedence over an error thrown by decide() (the
-    /// up-front scan would have come first); a full rescan then names the
-    /// first bad layer in layer order, whichever thread found it.
-    template <class Decide, class Prepare, class Summarise>
-    void decide_beside_scan(const Net& net, Decide& decide, [[maybe_unused]] int team,
+    /// cpu_detail::shared_work), and this thread joins the scan when it is
+    /// done. The scan fills the helpers' time around the leader's serial
+    /// bookkeeping. A changed structure fails first, as before any scan.
+    /// Nothing is applied yet, so a bad value found here fails the step as
+    /// the up-front scan did, and takes precedence over an error thrown by
+    /// decide() (the up-front scan would have come first); a full rescan
+    /// then names the first bad layer in layer order, whichever thread
+    /// found it.
+    template <class Setup, class Decide, class Prepare, class Summarise>
+    void decide_beside_scan(const Net& net, Setup& setup, Decide& decide, [[maybe_unused]] int team,
                             [[maybe_unused]] cpu_detail::side_task& prepared, [[maybe_unused]] Prepare& prepare,
                             Summarise& summarise) {
         using B = backend_t<typename Net::memory_type>;
@@ -613,35 +628,42 @@ private:
         // these lists, and rewriting a cache line they hold costs a transfer
         // per line when the two threads are on different cores (~2 us per
         // step on the project's machine in its slow mode).
+        // Built by a helper as its first task (the structure is not checked
+        // yet: a layer beyond scored_ counts as unscored).
+        using V = vector_view<typename Net::value_type, typename Net::memory_type>;
         auto& chunks = scratch_.chunks;
         auto& at = scratch_.chunk_at;
-        std::size_t n_chunks = 0;
-        for (std::size_t i = 0; i < net.layers().size(); ++i) {
-            const auto& w = net.layers()[i].weight;
-            if (!net.layers()[i].has_weight() || scored_[i]) continue;
-            const index per = std::max<index>(1, chunk_elements / std::max<index>(1, w.cols()));
-            for (index r = 0; r < w.rows(); r += per, ++n_chunks) {
-                put_if_changed(chunks, n_chunks, w.middle_rows(r, std::min(per, w.rows() - r)));
-                put_if_changed(at, n_chunks, {static_cast<index>(i), r});
-            }
-        }
-        chunks.resize(n_chunks), at.resize(n_chunks);
-        // Every chunk's and vector's entry is written by the scan below.
         auto& found = scratch_.chunk_found;
-        found.resize(chunks.size());
-        // Every BN gamma and beta as well: the first piece of background work.
-        using V = vector_view<typename Net::value_type, typename Net::memory_type>;
         auto& vs = scratch_.chunk_vectors;
         auto& vr = scratch_.chunk_vector_rows;
-        std::size_t n_vectors = 0;
-        for (const auto& l : net.layers())
-            if (l.bn)
-                for (const V* v : {&l.bn->gamma, &l.bn->beta}) put_if_changed(vs, n_vectors++, *v);
-        vs.resize(n_vectors);
-        vr.resize(vs.size());
+        const auto list = [&] {
+            std::size_t n_chunks = 0;
+            for (std::size_t i = 0; i < net.layers().size(); ++i) {
+                const auto& w = net.layers()[i].weight;
+                if (!net.layers()[i].has_weight() || (i < scored_.size() && scored_[i])) continue;
+                const index per = std::max<index>(1, chunk_elements / std::max<index>(1, w.cols()));
+                for (index r = 0; r < w.rows(); r += per, ++n_chunks) {
+                    put_if_changed(chunks, n_chunks, w.middle_rows(r, std::min(per, w.rows() - r)));
+                    put_if_changed(at, n_chunks, {static_cast<index>(i), r});
+                }
+            }
+            chunks.resize(n_chunks), at.resize(n_chunks);
+            // Every chunk's and vector's entry is written by the scan below.
+            found.resize(chunks.size());
+            // Every BN gamma and beta as well: the first piece of the scan.
+            std::size_t n_vectors = 0;
+            for (const auto& l : net.layers())
+                if (l.bn)
+                    for (const V* v : {&l.bn->gamma, &l.bn->beta}) put_if_changed(vs, n_vectors++, *v);
+            vs.resize(n_vectors);
+            vr.resize(vs.size());
+        };
+        cpu_detail::side_task listed;
         std::atomic<std::size_t> next{0};
-        std::exception_ptr failed;
+        std::atomic<bool> structure_ok{false}, stop{false};
+        std::exception_ptr early, listing, failed;
         const auto scan_one = [&] {
+            if (stop.load(std::memory_order_relaxed)) return false;
             const std::size_t k = next.fetch_add(1, std::memory_order_relaxed);
             if (k > chunks.size()) return false;
             if (k == 0)
@@ -655,32 +677,54 @@ private:
 #pragma omp parallel num_threads(team)
         {
             if (omp_get_thread_num() == 0) {
-                {
+                try {
+                    check_structure(net);
+                    structure_ok.store(true, std::memory_order_release);
+                } catch (...) {
+                    early = std::current_exception();
+                    stop.store(true, std::memory_order_relaxed);
+                }
+                if (!early) {
                     const cpu_detail::leading lead(work);
                     try {
+                        setup();
                         decide();
                     } catch (...) {
                         failed = std::current_exception();
                     }
                 }
                 work.retire();
-                if (!failed) {
+                if (!early && !failed) {
                     try {
                         summarise();
                     } catch (...) {
                         failed = std::current_exception();
                     }
                 }
-                while (scan_one()) {}
+                try {
+                    listed.run_or_wait(list);
+                    while (scan_one()) {}
+                } catch (...) {
+                    listing = std::current_exception();
+                }
             } else {
-                work.help([&] { return prepared.try_run(prepare) || scan_one(); });
+                try {
+                    listed.run_or_wait(list);  // the leader rethrows its error
+                    work.help([&] { return (structure_ok.load(std::memory_order_acquire) && prepared.try_run(prepare)) || scan_one(); });
+                } catch (...) {
+                }
             }
         }
 #else
-        decide();  // not reached: without OpenMP the team is 1
+        check_structure(net);  // not reached: without OpenMP the team is 1
+        setup();
+        decide();
         summarise();
+        list();
         while (scan_one()) {}
 #endif
+        if (early) std::rethrow_exception(early);
+        if (listing) std::rethrow_exception(listing);
         // A full rescan names the first bad layer in layer order, as the up-front scan does.
         for (index r : vr)
             if (r >= 0) check_weights(net, false);

@@ -169,6 +169,42 @@ TEST_CASE("with a second thread the unscored weights are scanned beside the deci
     }
 }
 
+TEST_CASE("with a second thread the structure is checked inside the step's region: the same error, before the scan's and the epoch's") {
+    // decide_beside_scan checks the structure on the leading thread while a
+    // helper lists the scan's pieces: a network with more layers than the
+    // pruner was bound to must not be read past the pruner's per-layer state,
+    // and the structure error must win over a bad weight and a bad epoch.
+    auto spec = small_spec();
+    spec.layers[2].out = 6000;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        const threading_scope ts(threads, 0);
+        model<float> m(spec);
+        m.fill_random(psap_test::seed());
+        auto p = psap::presets::psap({budget_kind::flops, 0.3}, 10);
+        CHECK_NOTHROW(p.step(m.net(), 1));
+        std::vector<float> extra(7 * 6, 0.5f);
+        extra[3] = nan;
+        psap::layer<float> l;
+        l.name = "late";
+        l.out_channels = 7;
+        l.in_channels = 6;
+        l.weight = psap::matrix_view<float>(extra.data(), 7, 6);
+        m.net().add_layer(l);
+        m.layer("fc").weight(5999, 1) = nan;
+        CHECK_ERROR(p.step(m.net(), 2), "structure changed", "bind()");
+        CHECK_ERROR(p.step(m.net(), std::numeric_limits<double>::quiet_NaN()), "structure changed", "bind()");
+        m.layer("fc").weight(5999, 1) = 0;
+        CHECK_ERROR(p.step(m.net(), 2), "structure changed", "bind()");
+        p.bind(m.net());  // bound again, the new layer is scanned
+        CHECK_ERROR(p.step(m.net(), 2), "'late'", "NaN or Inf weight", "filter 0");
+        extra[3] = 0;
+        CHECK_NOTHROW(p.step(m.net(), 2));
+        CHECK_ERROR(p.step(m.net(), -1), "epoch", "finite and >= 0");
+    }
+}
+
 TEST_CASE("the scan beside the decisions follows the network's buffers from step to step") {
     // decide_beside_scan keeps its lists of row chunks and BN vectors between
     // steps and rewrites only the entries whose view changed: a network of the

@@ -268,8 +268,8 @@ TEST_CASE("ramps: asymptotic reaches 3/4 of B at 1/8 of the ramp, cubic is AGP's
 }
 
 /// Three BN groups of 10 (hand case of the leaky control): prev ratios 0.2 / 0.4 / 0.3 with
-/// 2 / 4 / 3 gated channels; active |gamma| 1 except 3 small ones in g1 and 1 in g3, so the
-/// channel sparsity is s = 0.3 / 0 / 0.1 (small = below 0.25 * median active |gamma| = 0.25).
+/// 2 / 4 / 3 gated channels; active |gamma| 1 (one gamma is -1 in g2 and in g3) except 3
+/// small ones in g1 and 1 in g3, so the channel sparsity is s = 0.3 / 0 / 0.1 (small = below 0.25 * median active |gamma| = 0.25).
 struct leaky_case {
     model<float> m{bank({10, 10, 10})};
     harness<net_t> h{m.net(), {budget_kind::filters, 0.3}};
@@ -280,6 +280,7 @@ struct leaky_case {
         for (int c = 0; c < 4; ++c) m.layer("c2").gamma[static_cast<std::size_t>(c)] = 0;
         for (int c = 0; c < 3; ++c) m.layer("c3").gamma[static_cast<std::size_t>(c)] = 0;
         m.layer("c3").gamma[5] = 0.1f;
+        m.layer("c2").gamma[9] = m.layer("c3").gamma[8] = -1.0f;  // the magnitude is |gamma|
         h.set_pruned(0, {0, 1});
         h.set_pruned(1, {0, 1, 2, 3});
         h.set_pruned(2, {0, 1, 2});

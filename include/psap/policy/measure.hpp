@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -321,8 +322,10 @@ void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out
     mem.assign(net);
     bool any_bn = false, any_plain = false;
     for (std::size_t g = 0; g < mem.groups(); ++g) (has_bn(net, static_cast<index>(g)) ? any_bn : any_plain) = true;
+    // Host gammas are read where they lie (the same doubles); device ones are copied first.
+    constexpr bool host = std::is_same_v<typename Net::memory_type, host_memory>;
     auto &gamma = w.a, &norms = w.b;
-    if (any_bn) read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma, gamma, w.buf);
+    if (any_bn && !host) read_member_bn(net, mem, &batch_norm_views<typename Net::value_type, typename Net::memory_type>::gamma, gamma, w.buf);
     if (any_plain) member_row_norms(net, mem, 2, [&](std::size_t k) { return !mem.views[k].bn.has_value(); }, norms, w.buf);
     out.resize(mem.groups());
     for (std::size_t g = 0; g < mem.groups(); ++g) {
@@ -330,10 +333,14 @@ void channel_magnitude_all(const Net& net, std::vector<std::vector<double>>& out
         o.assign(static_cast<std::size_t>(net.groups()[g].size), 0.0);
         const bool bn = has_bn(net, static_cast<index>(g));
         for (std::size_t k = mem.first[g]; k < mem.first[g + 1]; ++k) {
-            if (bn)
-                for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::abs(gamma[k][i]);
-            else
+            if (!bn) {
                 for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::sqrt(norms[k][i]);
+            } else if constexpr (host) {
+                const auto& v = mem.views[k].bn->gamma;
+                for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::abs(static_cast<double>(v[static_cast<index>(i)]));
+            } else {
+                for (std::size_t i = 0; i < o.size(); ++i) o[i] += std::abs(gamma[k][i]);
+            }
         }
     }
 }

@@ -708,11 +708,14 @@ private:
                     listing = std::current_exception();
                 }
             } else {
+                bool listed_here = true;
                 try {
-                    listed.run_or_wait(list);  // the leader rethrows its error
-                    work.help([&] { return (structure_ok.load(std::memory_order_acquire) && prepared.try_run(prepare)) || scan_one(); });
+                    listed.run_or_wait(list);
                 } catch (...) {
+                    listed_here = false;  // the leader rethrows it from its own run_or_wait
                 }
+                if (listed_here)
+                    work.help([&] { return (structure_ok.load(std::memory_order_acquire) && prepared.try_run(prepare)) || scan_one(); });
             }
         }
 #else

@@ -60,12 +60,13 @@ struct lp_norm {
                 if constexpr (P == 2) cpu_detail::sqrt_each(n);
                 if (fold_bn && mv.bn) {
                     // Without running statistics the fold uses variance 1 (no rescaling).
-                    const bool unit = mv.bn->running_var.empty();
-                    if constexpr (host)
+                    if constexpr (host) {
                         cpu_detail::add_bn_folded(out, mv.bn->gamma, n, mv.bn->running_var, mv.bn->eps);
-                    else
+                    } else {
+                        const bool unit = mv.bn->running_var.empty();
                         cpu_detail::add_bn_folded(out, gamma[k], n, unit ? std::span<const double>() : std::span<const double>(var[k]),
                                                   mv.bn->eps);
+                    }
                 } else {
                     for (std::size_t i = 0; i < out.size(); ++i) out[i] += n[i];
                 }

@@ -501,39 +501,27 @@ inline void sqrt_each(std::span<double> x) {
 
 /// out[i] += |gamma[i]| * norm[i] / sqrt(max(var[i], 0) + eps), var = 1 when
 /// `var` is empty: a filter norm scaled by the batch norm that follows it.
-/// The same operations in the same order as the scalar loop (IEEE: the
-/// same values); max(0, v) keeps std::max(v, 0.0)'s NaN and -0.
-inline void add_bn_folded(std::span<double> out, std::span<const double> gamma, std::span<const double> norm,
-                          std::span<const double> var, double eps) {
-    std::size_t i = 0;
-#if defined(PSAP_CPU_SIMD)
-    const __m256d sign = _mm256_set1_pd(-0.0), zero = _mm256_setzero_pd(), e = _mm256_set1_pd(eps), one = _mm256_set1_pd(1.0);
-    for (; i + 4 <= out.size(); i += 4) {
-        const __m256d g = _mm256_andnot_pd(sign, _mm256_loadu_pd(gamma.data() + i));
-        const __m256d v = var.empty() ? one : _mm256_max_pd(zero, _mm256_loadu_pd(var.data() + i));  // 0 > v ? 0 : v
-        const __m256d t = _mm256_div_pd(_mm256_mul_pd(g, _mm256_loadu_pd(norm.data() + i)), _mm256_sqrt_pd(_mm256_add_pd(v, e)));
-        _mm256_storeu_pd(out.data() + i, _mm256_add_pd(_mm256_loadu_pd(out.data() + i), t));
-    }
-#endif
-    for (; i < out.size(); ++i)
-        out[i] += std::abs(gamma[i]) * norm[i] / std::sqrt(std::max(var.empty() ? 1.0 : var[i], 0.0) + eps);
-}
-
-/// add_bn_folded reading gamma and the variance where they lie (host views
-/// of any stride; `var` may be empty): the same values as from their double
-/// copies, since widening a float is exact, without the copies.
+/// gamma and var are read where they lie (host views of floats or doubles,
+/// any stride): a float widens to double exactly, so the values are those
+/// of double copies. The same operations in the same order as the scalar
+/// loop (IEEE: the same values); max(0, v) keeps std::max(v, 0.0)'s NaN and -0.
 template <class T>
 void add_bn_folded(std::span<double> out, vector_view<T> gamma, std::span<const double> norm, vector_view<T> var, double eps) {
     std::size_t i = 0;
 #if defined(PSAP_CPU_SIMD)
-    if constexpr (std::same_as<std::remove_const_t<T>, float>) {
+    using V = std::remove_const_t<T>;
+    if constexpr (std::same_as<V, float> || std::same_as<V, double>) {
         if (gamma.stride() == 1 && (var.empty() || var.stride() == 1)) {
+            const auto load = [](const V* p) {
+                if constexpr (std::same_as<V, float>)
+                    return _mm256_cvtps_pd(_mm_loadu_ps(p));
+                else
+                    return _mm256_loadu_pd(p);
+            };
             const __m256d sign = _mm256_set1_pd(-0.0), zero = _mm256_setzero_pd(), e = _mm256_set1_pd(eps), one = _mm256_set1_pd(1.0);
-            const float* g = gamma.data();
-            const float* v = var.data();
             for (; i + 4 <= out.size(); i += 4) {
-                const __m256d a = _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm_loadu_ps(g + i)));
-                const __m256d w = var.empty() ? one : _mm256_max_pd(zero, _mm256_cvtps_pd(_mm_loadu_ps(v + i)));
+                const __m256d a = _mm256_andnot_pd(sign, load(gamma.data() + i));
+                const __m256d w = var.empty() ? one : _mm256_max_pd(zero, load(var.data() + i));  // 0 > v ? 0 : v
                 const __m256d t = _mm256_div_pd(_mm256_mul_pd(a, _mm256_loadu_pd(norm.data() + i)), _mm256_sqrt_pd(_mm256_add_pd(w, e)));
                 _mm256_storeu_pd(out.data() + i, _mm256_add_pd(_mm256_loadu_pd(out.data() + i), t));
             }
@@ -544,6 +532,12 @@ void add_bn_folded(std::span<double> out, vector_view<T> gamma, std::span<const 
         const auto k = static_cast<index>(i);
         out[i] += std::abs(double(gamma[k])) * norm[i] / std::sqrt(std::max(var.empty() ? 1.0 : double(var[k]), 0.0) + eps);
     }
+}
+/// The same over double copies (device networks' batch norms, read to the host).
+inline void add_bn_folded(std::span<double> out, std::span<const double> gamma, std::span<const double> norm,
+                          std::span<const double> var, double eps) {
+    const auto view = [](std::span<const double> x) { return vector_view<const double>(x.data(), static_cast<index>(x.size())); };
+    add_bn_folded(out, view(gamma), norm, var.empty() ? vector_view<const double>() : view(var), eps);
 }
 
 /// True when every element of the row is finite: x * 0 is (+-)0 for a finite

@@ -9,6 +9,9 @@
 //   read/<what>/<net>/threads:<t>            the read pass alone
 //   backend/<op>/<how>/threads:<t>           backend primitives over every member view
 //
+// <preset>: every preset in psap/presets.hpp, and psap_unchecked (PSAP with
+// pruner_options::check_finite off: no NaN/Inf scans, the bytes it reads
+// are the member layers' weights and BN gammas and variances).
 // <net>: "internal" (27 groups: each block's conv1 + BN1, consumed by conv2)
 // or "streams" (also the three residual-stream groups, 30 groups).
 // <t>: OpenMP threads (omp_set_num_threads), 1 and 2.
@@ -127,6 +130,16 @@ std::vector<byte_span> touched_by_step(const resnet56& m) {
     for (const auto& b : m.member_bn_spans({&psap_bench::model_layer::var})) s.push_back(b);
     return s;
 }
+/// What a step with check_finite off reads: the member layers' weights (the
+/// criterion's norms) and their BN gammas and running variances (the fold).
+std::vector<byte_span> touched_by_unchecked_step(const resnet56& m) {
+    std::vector<byte_span> s;
+    const auto w = m.weight_spans();
+    for (std::size_t i = 0; i < w.size(); ++i)
+        if (m.is_member(static_cast<psap::index>(i))) s.push_back(w[i]);
+    for (const auto& b : m.member_bn_spans({&psap_bench::model_layer::gamma, &psap_bench::model_layer::var})) s.push_back(b);
+    return s;
+}
 /// What observe() reads: the members' BN gradients, gate gradients and parameters.
 std::vector<byte_span> touched_by_observe(const resnet56& m) {
     using L = psap_bench::model_layer;
@@ -178,7 +191,7 @@ void bench_step(benchmark::State& state, Make make, bool streams, int threads) {
     thread_scope ts(threads);
     steady s(streams, make());
     const auto& net = s.model.net();
-    const auto spans = touched_by_step(s.model);
+    const auto spans = s.pruner.options().check_finite ? touched_by_step(s.model) : touched_by_unchecked_step(s.model);
     samples t;
     for (auto _ : state) {
         s.pruner.observe(net);
@@ -417,6 +430,15 @@ void register_all() {
                     ->UseManualTime()
                     ->Unit(benchmark::kMicrosecond);
     register_preset("psap", [] { return P::psap(target, total_epochs); });
+    // PSAP without the finiteness checks (pruner_options::check_finite off):
+    // the work of PyTorch's SFP step, which checks nothing, and what the
+    // checks cost (docs/benchmarks.md).
+    register_preset("psap_unchecked", [] {
+        auto p = P::psap(target, total_epochs);
+        auto o = p.options();
+        o.check_finite = false;
+        return decltype(p)(o, p.schedule(), p.criterion(), p.protector(), p.reconstructor());
+    });
     register_preset("static_gate", [] { return P::static_gate(target, total_epochs); });
     register_preset("sfp", [] { return P::sfp(target, total_epochs); });
     register_preset("asfp", [] { return P::asfp(target, total_epochs); });

@@ -239,7 +239,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (torch, psap) in this run")
     ap.add_argument("--psap-bench", help="psap_benchmarks binary: also run psap's steps, round by round")
-    ap.add_argument("--psap-presets", default="psap,sfp,l1,agp")
+    ap.add_argument("--psap-presets", default="psap,psap_unchecked,sfp,l1,agp")
     ap.add_argument("--psap-min-time", default="0.2", help="--benchmark_min_time of the psap binary (seconds)")
     ap.add_argument("--json", help="write every sample here")
     a = ap.parse_args()
@@ -289,11 +289,13 @@ def main():
             print(f"| {n} | {m['med_us']:.1f} | {m['read_us']:.1f} | {m['x_read']:.2f} | {m['bytes']:.0f} | "
                   f"{m['GB/s']:.1f} |")
         # psap's internal network <-> torch's "internal" set, streams <-> "all".
+        # psap_unchecked: PSAP without its NaN/Inf scans, the work of torch's steps.
         pairs = [("sfp", "sfp"), ("sfp", "sfp_stacked"), ("psap", "sfp"), ("psap", "sfp_stacked"),
+                 ("psap_unchecked", "sfp"), ("psap_unchecked", "sfp_stacked"),
                  ("l1", "ln_l1"), ("agp", "ln_l2"), ("sfp", "ln_l2"), ("psap", "ln_l2")]
         print("\ntorch / psap (how many times faster psap's step is; medians of this run):\n")
-        print("| psap preset | net | torch method | threads | psap us | torch us | torch / psap |")
-        print("|---|---|---|---|---|---|---|")
+        print("| psap preset | net | torch method | threads | psap us | torch us | torch / psap | psap us by round |")
+        print("|---|---|---|---|---|---|---|---|")
         for preset, meth in pairs:
             for net, s in (("internal", "internal"), ("streams", "all")):
                 if s not in sets or meth not in methods:
@@ -304,7 +306,8 @@ def main():
                         continue
                     p = psap_med[key]["med_us"]
                     q = 1e6 * statistics.median(torch_t[(s, meth, t)])
-                    print(f"| {preset} | {net} | {meth} ({s}) | {t} | {p:.1f} | {q:.0f} | {q / p:.1f} |")
+                    by_round = " / ".join(f"{r[key]['med_us']:.1f}" for r in psap_r if key in r)
+                    print(f"| {preset} | {net} | {meth} ({s}) | {t} | {p:.1f} | {q:.0f} | {q / p:.1f} | {by_round} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"torch": torch.__version__, "ratio": a.ratio, "load": load,

@@ -108,6 +108,10 @@ TEST_CASE("NaN or Inf weights are rejected at step(), naming the layer and the f
         psap::pruner<psap::uniform, psap::l2_norm, psap::no_protection, psap::soft> unchecked(opts);
         m.layer("fc").weight(1, 0) = inf;  // fc is not scored
         CHECK_NOTHROW(unchecked.step(m.net(), 1));
+        // a scored layer's NaN still reaches its score, and the score check
+        // (always on) names the group, without the scan's layer and filter
+        m.layer("body").weight(4, 2) = nan;
+        CHECK_ERROR(unchecked.step(m.net(), 2), "'body_out'", "channel 4", "NaN/Inf");
     }
 }
 

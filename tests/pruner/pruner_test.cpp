@@ -182,11 +182,22 @@ TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pru
     }
 }
 
-TEST_CASE_TEMPLATE("every preset decides, logs and writes the same with 1, 2 and 3 threads, every call threaded", P, preset_psap,
-                   preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor, preset_agp,
-                   preset_random) {
+/// The same pruner with the finiteness checks off (pruner_options::check_finite).
+template <class Pruner>
+Pruner unchecked(const Pruner& p) {
+    auto o = p.options();
+    o.check_finite = false;
+    auto q = p;  // the policies' configuration, copied
+    return Pruner(o, q.schedule(), q.criterion(), q.protector(), q.reconstructor());
+}
+
+TEST_CASE_TEMPLATE("every preset decides, logs and writes the same with 1, 2 and 3 threads, every call threaded, checks on or off",
+                   P, preset_psap, preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor,
+                   preset_agp, preset_random) {
     // min_work 0 threads every backend call and, where a layer is not scored
     // (the FC), scans its weights beside the decisions (pruner::decide_beside_scan).
+    // Without the checks the step takes its other path at every thread count;
+    // on finite inputs what the checks read may change no decision.
     const auto seed = psap_test::seed() + 950;
     CAPTURE(seed);
     const auto spec = bn_spec(seed);
@@ -200,59 +211,21 @@ TEST_CASE_TEMPLATE("every preset decides, logs and writes the same with 1, 2 and
         const threading_scope ts(1, 0);
         r1 = run(p1, one, {.grad_seed = seed, .epochs = epochs});
     }
-    for (int threads : {2, 3}) {
-        CAPTURE(threads);
-        const threading_scope ts(threads, 0);
-        model<float> m(spec);
-        m.fill_random(seed);
-        auto p = P::make(target, epochs);
-        const auto r = run(p, m, {.grad_seed = seed, .epochs = epochs});
-        CHECK(r.masks == r1.masks);
-        CHECK(json_difference(r.log, r1.log) == "");
-        CHECK(m.same_values(one));
-    }
-}
-
-/// The same pruner with the finiteness checks off (pruner_options::check_finite).
-template <class Pruner>
-Pruner unchecked(const Pruner& p) {
-    auto o = p.options();
-    o.check_finite = false;
-    auto q = p;  // the policies' configuration, copied
-    return Pruner(o, q.schedule(), q.criterion(), q.protector(), q.reconstructor());
-}
-
-TEST_CASE_TEMPLATE("with the checks off, every preset decides, logs and writes as with them on, with 1, 2 and 3 threads", P,
-                   preset_psap, preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor,
-                   preset_agp, preset_random) {
-    // Without the checks the step takes its other path at every thread
-    // count (no scan beside the decisions: pruner::step); on finite inputs
-    // what the checks read may change no decision.
-    const auto seed = psap_test::seed() + 960;
-    CAPTURE(seed);
-    const auto spec = bn_spec(seed);
-    const psap::budget target{budget_kind::flops, 0.5};
-    const int epochs = 8;
-    model<float> checked_model(spec);
-    checked_model.fill_random(seed);
-    auto checked = P::make(target, epochs);
-    record r1;
-    {
-        const threading_scope ts(1, 0);
-        r1 = run(checked, checked_model, {.grad_seed = seed, .epochs = epochs});
-    }
-    for (int threads : {1, 2, 3}) {
-        CAPTURE(threads);
-        const threading_scope ts(threads, 0);
-        model<float> m(spec);
-        m.fill_random(seed);
-        auto p = unchecked(P::make(target, epochs));
-        REQUIRE_FALSE(p.options().check_finite);
-        const auto r = run(p, m, {.grad_seed = seed, .epochs = epochs});
-        CHECK(r.masks == r1.masks);
-        CHECK(json_difference(r.log, r1.log) == "");
-        CHECK(m.same_values(checked_model));
-    }
+    for (const bool checks : {true, false})
+        for (int threads : {1, 2, 3}) {
+            if (checks && threads == 1) continue;  // the reference run
+            CAPTURE(checks);
+            CAPTURE(threads);
+            const threading_scope ts(threads, 0);
+            model<float> m(spec);
+            m.fill_random(seed);
+            auto p = checks ? P::make(target, epochs) : unchecked(P::make(target, epochs));
+            REQUIRE(p.options().check_finite == checks);
+            const auto r = run(p, m, {.grad_seed = seed, .epochs = epochs});
+            CHECK(r.masks == r1.masks);
+            CHECK(json_difference(r.log, r1.log) == "");
+            CHECK(m.same_values(one));
+        }
 }
 
 TEST_CASE("take_log(): the entries handed over at each step are the log an untouched pruner keeps; decisions do not change") {

@@ -7,10 +7,12 @@
 #include <psap/psap.hpp>
 
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 
 namespace {
 
@@ -54,6 +56,7 @@ struct my_criterion {
     template <class Net>  // after every backward pass, before the optimizer step
     void observe(const Net&, const psap::observe_context<Net>&) { seen(name, __func__); }
     void after_step() { seen(name, __func__); }                              // after every step()
+    void after_failed_step() noexcept { seen(name, __func__); }             // a step() threw: drop what it left
     void reduce(const psap::all_reduce_fn&) { seen(name, __func__); }        // at step(), before score()
     void save(nlohmann::json&) const { seen(name, __func__); }
     void load(const nlohmann::json&) { seen(name, __func__); }
@@ -78,6 +81,7 @@ struct my_protector {
     template <class Net>
     void observe(const Net&, const psap::observe_context<Net>&) { seen(name, __func__); }
     void after_step() { seen(name, __func__); }
+    void after_failed_step() noexcept { seen(name, __func__); }
     void reduce(const psap::all_reduce_fn&) { seen(name, __func__); }
     psap::index pulses(std::size_t) const { seen(name, __func__); return 0; }  // the log's "pulses" of group g
     void save(nlohmann::json&) const { seen(name, __func__); }
@@ -117,11 +121,17 @@ static_assert(psap::reconstructor_for<my_reconstructor, net_t>);
 
 /// Drives every hook and every optional path once.
 template <class Pruner>
-void exercise(Pruner& p, net_t& net) {
+void exercise(Pruner& p, net_t& net, float& weight) {
     p.set_all_reduce([](std::span<double>) {});
     p.step(net, 0);
     p.observe(net);
     p.after_update(net);
+    const float w = std::exchange(weight, std::numeric_limits<float>::quiet_NaN());
+    try {
+        p.step(net, 1);  // fails: a NaN weight
+    } catch (const psap::error&) {
+    }
+    weight = w;
     p.step(net, 1);
     const auto blob = p.state();
     p.load_state(net, blob);
@@ -132,11 +142,11 @@ int check(const char* how, const std::set<std::string>& skip) {
     int missing = 0;
     for (const char* policy : {"my_schedule", "my_criterion", "my_protector", "my_reconstructor"})
         for (const char* fn : {"fields", "plan", "prepare", "score", "restores", "shield", "apply", "after_update", "bind", "observe",
-                               "after_step", "reduce", "pulses", "mask_gradients_of", "finish", "save", "load"}) {
+                               "after_step", "after_failed_step", "reduce", "pulses", "mask_gradients_of", "finish", "save", "load"}) {
             const std::string key = std::string(policy) + "." + fn;
             const bool has = (key.find("my_schedule.") == 0 && std::set<std::string>{"fields", "plan", "prepare", "bind", "save", "load"}.count(fn)) ||
-                             (key.find("my_criterion.") == 0 && std::set<std::string>{"fields", "score", "bind", "observe", "after_step", "reduce", "save", "load"}.count(fn)) ||
-                             (key.find("my_protector.") == 0 && std::set<std::string>{"fields", "restores", "shield", "bind", "observe", "after_step", "reduce", "pulses", "save", "load"}.count(fn)) ||
+                             (key.find("my_criterion.") == 0 && std::set<std::string>{"fields", "score", "bind", "observe", "after_step", "after_failed_step", "reduce", "save", "load"}.count(fn)) ||
+                             (key.find("my_protector.") == 0 && std::set<std::string>{"fields", "restores", "shield", "bind", "observe", "after_step", "after_failed_step", "reduce", "pulses", "save", "load"}.count(fn)) ||
                              (key.find("my_reconstructor.") == 0 && std::set<std::string>{"fields", "apply", "after_update", "bind", "mask_gradients_of", "finish", "save", "load"}.count(fn));
             if (has && !skip.count(fn) && calls[key] == 0) std::printf("FAIL (%s): %s was never called\n", how, key.c_str()), ++missing;
         }
@@ -155,7 +165,7 @@ int main() {
     int failures = 0;
     {
         psap::pruner<my_schedule, my_criterion, my_protector, my_reconstructor> p({{psap::budget_kind::flops, 0.5}, 2});
-        exercise(p, net);
+        exercise(p, net, w[0]);
         failures += check("static pruner", {"fields"});  // a static pruner needs no configuration
     }
     calls.clear();
@@ -167,7 +177,7 @@ int main() {
         registry.add<my_reconstructor>();
         auto p = psap::make_pruner(nlohmann::json{{"budget", 0.5}, {"total_epochs", 2}, {"schedule", {{"name", "my_schedule"}, {"strength", 2}}},
                                                   {"criterion", "my_criterion"}, {"protect", "my_protector"}, {"reconstruct", "my_reconstructor"}});
-        exercise(p, net);
+        exercise(p, net, w[0]);
         (void)psap::describe(p);
         failures += check("any_pruner", {});
     }

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <span>
@@ -117,6 +118,7 @@ class any_criterion {
         virtual void score(const Net&, const step_context&, std::span<std::vector<double>>) = 0;
         virtual void observe(const Net&, const observe_context<Net>&) = 0;
         virtual void after_step() = 0;
+        virtual void after_failed_step() noexcept = 0;
         virtual void reduce(const all_reduce_fn&) = 0;
     };
     template <class P>
@@ -129,6 +131,9 @@ class any_criterion {
         }
         void after_step() override {
             if constexpr (requires { this->p.after_step(); }) this->p.after_step();
+        }
+        void after_failed_step() noexcept override {
+            if constexpr (requires { this->p.after_failed_step(); }) this->p.after_failed_step();
         }
         void reduce(const all_reduce_fn& f) override {
             if constexpr (requires { this->p.reduce(f); }) this->p.reduce(f);
@@ -144,6 +149,9 @@ public:
     void score(const Net& n, const step_context& c, std::span<std::vector<double>> s) { self_->score(n, c, s); }
     void observe(const Net& n, const observe_context<Net>& o) { self_->observe(n, o); }
     void after_step() { self_->after_step(); }
+    void after_failed_step() noexcept {
+        if (self_) self_->after_failed_step();  // an empty policy already failed the step
+    }
     void reduce(const all_reduce_fn& f) { self_->reduce(f); }
     void bind(const Net& n) { self_->bind(n); }
     void save(nlohmann::json& j) const { self_->save(j); }
@@ -160,6 +168,7 @@ class any_protector {
         virtual void shield(const Net&, const step_context&, std::span<const index>, std::span<std::vector<index>>) = 0;
         virtual void observe(const Net&, const observe_context<Net>&) = 0;
         virtual void after_step() = 0;
+        virtual void after_failed_step() noexcept = 0;
         virtual void reduce(const all_reduce_fn&) = 0;
         virtual index pulses(std::size_t) const = 0;
     };
@@ -176,6 +185,9 @@ class any_protector {
         }
         void after_step() override {
             if constexpr (requires { this->p.after_step(); }) this->p.after_step();
+        }
+        void after_failed_step() noexcept override {
+            if constexpr (requires { this->p.after_failed_step(); }) this->p.after_failed_step();
         }
         void reduce(const all_reduce_fn& f) override {
             if constexpr (requires { this->p.reduce(f); }) this->p.reduce(f);
@@ -200,6 +212,9 @@ public:
     }
     void observe(const Net& n, const observe_context<Net>& o) { self_->observe(n, o); }
     void after_step() { self_->after_step(); }
+    void after_failed_step() noexcept {
+        if (self_) self_->after_failed_step();  // an empty policy already failed the step
+    }
     void reduce(const all_reduce_fn& f) { self_->reduce(f); }
     index pulses(std::size_t g) const { return self_->pulses(g); }
     void bind(const Net& n) { self_->bind(n); }
@@ -343,6 +358,17 @@ extern template class policy_registry<network<float>>;
 #endif
 
 namespace detail {
+/// A configuration value that must be a number, as a double.
+inline double config_number(const nlohmann::json& x, const char* key) {
+    if (!x.is_number()) fail("psap::make_pruner: '", key, "' must be a number, got ", x.dump());
+    return x.get<double>();
+}
+/// A configuration value that must be a string.
+inline std::string config_string(const nlohmann::json& x, const char* key) {
+    if (!x.is_string()) fail("psap::make_pruner: '", key, "' must be a string, got ", x.dump());
+    return x.get<std::string>();
+}
+
 template <class P>
 nlohmann::json preset_json(const P& p) {
     auto q = p;  // policies' fields() are non-const
@@ -383,7 +409,8 @@ inline nlohmann::json resolve_config(const nlohmann::json& cfg) {
             detail::fail("psap::make_pruner: unknown key '", k,
                          "'; valid: preset, budget, total_epochs, final_phase, keep_multiple, check_finite, schedule, criterion, "
                          "protect, reconstruct");
-    nlohmann::json r = cfg.contains("preset") ? preset_config(cfg.at("preset").get<std::string>()) : nlohmann::json::object();
+    nlohmann::json r =
+        cfg.contains("preset") ? preset_config(detail::config_string(cfg.at("preset"), "preset")) : nlohmann::json::object();
     if (cfg.contains("preset")) r["preset"] = cfg.at("preset");
     for (const char* fam : {"schedule", "criterion", "protect", "reconstruct"}) {
         if (!cfg.contains(fam)) {
@@ -413,16 +440,35 @@ auto make_pruner(const nlohmann::json& cfg) {
     if (r.contains("budget")) {
         const auto& b = r.at("budget");
         if (b.is_number())
-            o.target.target = b.get<double>();
-        else {
-            o.target.kind = parse_budget_kind(b.value("kind", "flops"));
-            o.target.target = b.at("target").get<double>();
-        }
+            o.target.target = detail::config_number(b, "budget");
+        else if (b.is_object()) {
+            for (const auto& [k, _] : b.items())
+                if (k != "kind" && k != "target")
+                    detail::fail("psap::make_pruner: unknown key '", k, "' in 'budget'; valid: kind, target");
+            if (!b.contains("target"))
+                detail::fail("psap::make_pruner: 'budget' has no 'target'; give the fraction to remove, e.g. {\"kind\": \"flops\", "
+                             "\"target\": 0.5}");
+            if (b.contains("kind")) o.target.kind = parse_budget_kind(detail::config_string(b.at("kind"), "budget.kind"));
+            o.target.target = detail::config_number(b.at("target"), "budget.target");
+        } else
+            detail::fail("psap::make_pruner: 'budget' must be a number (the fraction of FLOPs to remove) or an object "
+                         "{\"kind\": ..., \"target\": ...}, got ",
+                         b.dump());
     }
-    o.total_epochs = r.value("total_epochs", 1.0);
-    o.final_phase = r.value("final_phase", 0.0);
-    o.keep_multiple = r.value("keep_multiple", index{1});
-    o.check_finite = r.value("check_finite", true);
+    if (r.contains("total_epochs")) o.total_epochs = detail::config_number(r.at("total_epochs"), "total_epochs");
+    if (r.contains("final_phase")) o.final_phase = detail::config_number(r.at("final_phase"), "final_phase");
+    if (r.contains("keep_multiple")) {
+        const auto& k = r.at("keep_multiple");
+        if (!k.is_number_integer()) detail::fail("psap::make_pruner: 'keep_multiple' must be an integer >= 1, got ", k.dump());
+        if (k.is_number_unsigned() && k.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<index>::max()))
+            detail::fail("psap::make_pruner: 'keep_multiple' ", k.dump(), " is out of range; use a small multiple such as 8");
+        o.keep_multiple = k.get<index>();
+    }
+    if (r.contains("check_finite")) {
+        const auto& c = r.at("check_finite");
+        if (!c.is_boolean()) detail::fail("psap::make_pruner: 'check_finite' must be true or false, got ", c.dump());
+        o.check_finite = c.get<bool>();
+    }
     const auto& reg = policy_registry<Net>::instance();
     return any_pruner<Net>(o, reg.schedule(r.at("schedule")), reg.criterion(r.at("criterion")), reg.protector(r.at("protect")),
                            reg.reconstructor(r.at("reconstruct")));

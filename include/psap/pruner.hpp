@@ -112,6 +112,7 @@ public:
         if constexpr (requires { protect_.bind(net); }) protect_.bind(net);
         if constexpr (requires { reconstruct_.bind(net); }) reconstruct_.bind(net);
         steps_ = iteration_ = since_step_ = 0;
+        reduced_ = false;
         log_.clear();
         bound_ = true;
     }
@@ -120,6 +121,7 @@ public:
     /// policies that mask gradients do so here.
     void observe(const Net& net) {
         ensure_bound(net);
+        check_structure(net, "observe");
         if (options_.check_finite) check_gradients(net);
         const observe_info info{iteration_, since_step_};
         observe_context<Net> octx{info, groups_, snapshots_};
@@ -129,11 +131,25 @@ public:
             reconstruct_.mask_gradients_of(net, std::span<const group_state>(groups_));
         ++iteration_;
         ++since_step_;
+        reduced_ = false;
     }
 
     /// A pruning point, `epoch` epochs into training: allocate, score, protect,
     /// select and apply. Returns what was decided.
+    /// A step that throws leaves the masks, the network's values and the
+    /// policies' statistics as they were: it can be retried.
     const step_log& step(const Net& net, double epoch) {
+        try {
+            return step_once(net, epoch);
+        } catch (...) {
+            if constexpr (requires { criterion_.after_failed_step(); }) criterion_.after_failed_step();
+            if constexpr (requires { protect_.after_failed_step(); }) protect_.after_failed_step();
+            throw;
+        }
+    }
+
+private:
+    const step_log& step_once(const Net& net, double epoch) {
         ensure_bound(net);
         const bool epoch_ok = std::isfinite(epoch) && epoch >= 0;
         step_info info;
@@ -157,9 +173,13 @@ public:
             if (!epoch_ok) detail::fail("psap::pruner::step: epoch ", epoch, " must be finite and >= 0");
             if (options_.check_finite) check_weights(net, skip_scored);
         }
-        if (reduce_) {
+        // Once per observation window: a step retried after a failure finds
+        // the statistics merged already (merging them again would count
+        // every worker's share twice, unless nothing was observed between).
+        if (reduce_ && !reduced_) {
             if constexpr (requires { criterion_.reduce(reduce_); }) criterion_.reduce(reduce_);
             if constexpr (requires { protect_.reduce(reduce_); }) protect_.reduce(reduce_);
+            reduced_ = true;
         }
 
         const std::size_t n = groups_.size();
@@ -281,19 +301,23 @@ public:
         if constexpr (requires { protect_.after_step(); }) protect_.after_step();
         ++steps_;
         since_step_ = 0;
+        reduced_ = false;
         log_.push_back(std::move(entry));
         return log_.back();
     }
 
+public:
     /// After each optimizer step: hold gated / hard-pruned channels.
     void after_update(const Net& net) {
         ensure_bound(net);
+        check_structure(net, "after_update");
         reconstruct_.after_update(net, std::span<const group_state>(groups_), snapshots_);
     }
 
     /// The final keep-lists and per-layer widths (does not change masks).
     pruning_result finalize(const Net& net) {
         ensure_bound(net);
+        check_structure(net, "finalize");
         if constexpr (requires { reconstruct_.finish(net, std::span<const group_state>(groups_), snapshots_); })
             reconstruct_.finish(net, std::span<const group_state>(groups_), snapshots_);
         pruning_result r;
@@ -392,9 +416,9 @@ private:
             for (const auto& c : g.consumers) f(c.layer), f(c.offset);
         }
     }
-    void check_structure(const Net& net) const {
+    void check_structure(const Net& net, const char* hook = "step") const {
         if (!same_structure(net))
-            detail::fail("psap::pruner::step: the network's structure changed since the pruner was bound; call bind() again");
+            detail::fail("psap::pruner::", hook, ": the network's structure changed since the pruner was bound; call bind() again");
     }
     bool same_structure(const Net& net) const {
         // Branch-free: every value is compared (the structure is nearly
@@ -477,6 +501,7 @@ private:
         since_step_ = j.at("since_step").get<index>();
         if (steps_ < 0 || iteration_ < 0 || since_step_ < 0)
             detail::fail("psap::pruner::load_state: negative step or iteration counters; the state blob is corrupt");
+        reduced_ = false;
         for (std::size_t g = 0; g < groups_.size(); ++g) {
             const auto& jg = j.at("groups").at(g);
             const auto& bytes = jg.at("pruned").get_binary();
@@ -867,6 +892,7 @@ private:
     all_reduce_fn reduce_;
     index steps_ = 0, iteration_ = 0, since_step_ = 0;
     bool bound_ = false;
+    bool reduced_ = false;  ///< the statistics were merged by reduce_ since the last observe() or step
 };
 
 }  // namespace psap

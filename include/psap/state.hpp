@@ -69,9 +69,51 @@ inline void from_json(const nlohmann::json& j, step_log& s) {
     s.groups = j.at("groups").get<std::vector<group_decision>>();
 }
 
+namespace detail {
+/// Accepts any CBOR nested at most `limit` arrays/objects deep, building
+/// nothing. nlohmann's CBOR reader recurses once per level, so a blob of
+/// nested arrays a few hundred thousand deep would overflow the stack; a
+/// handler that refuses to open a level stops it. A state is ~6 levels deep.
+class cbor_depth_check final : public nlohmann::json_sax<nlohmann::json> {
+public:
+    explicit cbor_depth_check(std::size_t limit) : limit_(limit) {}
+    bool too_deep() const { return too_deep_; }
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool string(string_t&) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool start_object(std::size_t) override { return open(); }
+    bool key(string_t&) override { return true; }
+    bool end_object() override { return close(); }
+    bool start_array(std::size_t) override { return open(); }
+    bool end_array() override { return close(); }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+private:
+    bool open() {
+        too_deep_ = ++depth_ > limit_;
+        return !too_deep_;
+    }
+    bool close() {
+        --depth_;
+        return true;
+    }
+    std::size_t limit_, depth_ = 0;
+    bool too_deep_ = false;
+};
+}  // namespace detail
+
 /// Parses and checks a state blob: format, version, fingerprint, group count.
 inline nlohmann::json parse_state(std::span<const std::uint8_t> blob, std::uint64_t fingerprint, std::size_t groups) {
     auto parse = [&](std::span<const std::uint8_t> bytes, const char* what) {
+        constexpr std::size_t max_depth = 64;
+        detail::cbor_depth_check depth(max_depth);
+        if (!nlohmann::json::sax_parse(bytes.begin(), bytes.end(), &depth, nlohmann::json::input_format_t::cbor) && depth.too_deep())
+            detail::fail("psap::pruner::load_state: the state ", what, " (", bytes.size(), " bytes) nests more than ", max_depth,
+                         " levels deep; it is not a psap pruner state: pass the exact bytes returned by state()");
         try {
             return nlohmann::json::from_cbor(bytes.begin(), bytes.end());
         } catch (const nlohmann::json::exception& e) {

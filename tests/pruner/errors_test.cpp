@@ -318,6 +318,25 @@ TEST_CASE("invalid networks are rejected when the pruner binds, naming the group
         p.step(m.net(), 1);
         m.net().add_group("late", 2).member(m.net().find_layer("fc"), 0);
         CHECK_ERROR(p.step(m.net(), 2), "structure changed", "bind()");
+        // every hook, not only step(): each sizes its work by the bound groups
+        CHECK_ERROR(p.observe(m.net()), "psap::pruner::observe", "structure changed", "bind()");
+        CHECK_ERROR(p.after_update(m.net()), "psap::pruner::after_update", "structure changed");
+        CHECK_ERROR(p.finalize(m.net()), "psap::pruner::finalize", "structure changed");
+    }
+    SUBCASE("a network with fewer groups than the pruner was bound to: no hook reads past them") {
+        model<float> m(spec);
+        m.fill_random(1);
+        auto p = psap::presets::psap({budget_kind::flops, 0.3}, 10);
+        p.observe(m.net());
+        p.step(m.net(), 1);
+        auto one = spec;
+        one.groups.pop_back();
+        model<float> fewer(one);
+        fewer.fill_random(1);
+        CHECK_ERROR(p.observe(fewer.net()), "psap::pruner::observe", "structure changed");
+        CHECK_ERROR(p.after_update(fewer.net()), "psap::pruner::after_update", "structure changed");
+        CHECK_ERROR(p.finalize(fewer.net()), "psap::pruner::finalize", "structure changed");
+        CHECK_ERROR(p.step(fewer.net(), 2), "psap::pruner::step", "structure changed");
     }
     SUBCASE("a layer's geometry changed after binding (the costs would be stale)") {
         model<float> m(spec);
@@ -432,6 +451,13 @@ TEST_CASE("state blobs: from another network, before binding, truncated or corru
             const std::string msg = error_of([&] { q.load_state(m.net(), std::span(blob.data(), n)); });
             CHECK(msg.find("psap::pruner::load_state") != std::string::npos);
         }
+    }
+    SUBCASE("nested deeper than any state: refused before the parser recurses into it") {
+        // 300,000 nested one-element arrays: a recursive parse overflows the stack.
+        std::vector<std::uint8_t> deep(300000, 0x81);
+        deep.push_back(0x00);
+        auto q = psap::presets::psap({budget_kind::flops, 0.4}, 10);
+        CHECK_ERROR(q.load_state(m.net(), deep), "psap::pruner::load_state", "nests more than 64 levels");
     }
     SUBCASE("not a state at all") {
         auto q = psap::presets::psap({budget_kind::flops, 0.4}, 10);

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <barrier>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <cmath>
@@ -179,6 +180,52 @@ TEST_CASE_TEMPLATE("state()/load_state(): a run resumed at step k in a fresh pru
         CHECK(json_difference(nlohmann::json(p2.log()), nlohmann::json(p_full.log())) ==
               "");                         // the whole log, restored part included
         CHECK(resumed.same_values(full));  // bitwise: same snapshots, same restores
+    }
+}
+
+TEST_CASE_TEMPLATE("a step that throws after scoring leaves nothing behind: retried, the run decides, logs and writes as one that "
+                   "never failed",
+                   P, preset_psap, preset_static_gate, preset_sfp, preset_fpgm, preset_l1, preset_slimming, preset_taylor,
+                   preset_agp, preset_random) {
+    const auto seed = psap_test::seed() + 950;
+    CAPTURE(seed);
+    const auto spec = bn_spec(seed);
+    const psap::budget target{budget_kind::flops, 0.5};
+    const int epochs = 8, k = 3;
+    // With an all-reduce as two identical workers would give (every sum
+    // doubled) a statistic merged twice shows in the state: the retried step
+    // must merge once.
+    for (bool reduce : {false, true}) {
+        CAPTURE(reduce);
+        const auto doubled = [](std::span<double> x) {
+            for (double& v : x) v *= 2;
+        };
+        model<float> full(spec);
+        full.fill_random(seed);
+        auto p_full = P::make(target, epochs);
+        if (reduce) p_full.set_all_reduce(doubled);
+        const auto rec_full = run(p_full, full, {.grad_seed = seed, .epochs = epochs});
+
+        model<float> m(spec);
+        m.fill_random(seed);
+        auto p = P::make(target, epochs);
+        if (reduce) p.set_all_reduce(doubled);
+        run(p, m, {.grad_seed = seed, .epochs = k});
+        // Epoch k's training, then a step whose schedule cannot meet the budget:
+        // it throws in plan(), after the restores and the scores.
+        const double p_max = p.schedule().p_max;
+        p.schedule().p_max = 0.01;
+        CHECK_THROWS_AS(run(p, m, {.grad_seed = seed, .epochs = k + 1, .first_epoch = k}), psap::error);
+        CHECK(p.steps_taken() == k);
+        p.schedule().p_max = p_max;
+        p.step(m.net(), k + 1);
+        CHECK(masks_by_name(p, m.net()) == rec_full.masks[static_cast<std::size_t>(k)]);
+        const auto rec = run(p, m, {.grad_seed = seed, .epochs = epochs, .first_epoch = k + 1});
+        for (int s = k + 1; s < epochs; ++s)
+            CHECK(rec.masks[static_cast<std::size_t>(s - k - 1)] == rec_full.masks[static_cast<std::size_t>(s)]);
+        CHECK(json_difference(nlohmann::json(p.log()), nlohmann::json(p_full.log())) == "");
+        CHECK(m.same_values(full));
+        CHECK(p.state() == p_full.state());  // every statistic, bit for bit
     }
 }
 
@@ -589,6 +636,47 @@ TEST_CASE("make_pruner: overrides merge into the preset, names replace, and mist
     fails({{"preset", "psap"}, {"budget", {{"kind", "latency"}, {"target", 0.5}}}}, {"latency"});
     fails({{"preset", "psap"}, {"budget", 1.2}}, {"outside [0, 1)"});
     fails(nlohmann::json::array(), {"JSON object"});
+    // Every top-level value of the wrong type or shape names its key.
+    fails({{"preset", "psap"}, {"total_epochs", "30"}}, {"'total_epochs'", "must be a number", "\"30\""});
+    fails({{"preset", 3}}, {"'preset'", "must be a string"});
+    fails({{"preset", "psap"}, {"check_finite", 1}}, {"'check_finite'", "true or false"});
+    fails({{"preset", "psap"}, {"budget", "0.5"}}, {"'budget'", "a number", "or an object"});
+    fails({{"preset", "psap"}, {"budget", {{"kind", "flops"}, {"traget", 0.5}}}}, {"unknown key 'traget' in 'budget'", "target"});
+    fails({{"preset", "psap"}, {"budget", {{"knd", "params"}, {"target", 0.5}}}}, {"unknown key 'knd' in 'budget'", "kind"});
+    fails({{"preset", "psap"}, {"budget", {{"kind", "params"}}}}, {"'budget' has no 'target'"});
+    fails({{"preset", "psap"}, {"budget", {{"kind", 2}, {"target", 0.5}}}}, {"'budget.kind'", "must be a string"});
+    fails({{"preset", "psap"}, {"keep_multiple", 2.7}}, {"'keep_multiple'", "an integer"});
+    fails({{"preset", "psap"}, {"keep_multiple", 1e300}}, {"'keep_multiple'", "an integer"});
+    fails({{"preset", "psap"}, {"keep_multiple", 18446744073709551615ull}}, {"'keep_multiple'", "out of range"});
+    fails({{"preset", "psap"}, {"keep_multiple", 0}}, {"keep_multiple 0", ">= 1"});
+    fails({{"preset", "psap"}, {"criterion", {{"name", 7}}}}, {"criterion", "needs a \"name\""});
+}
+
+TEST_CASE("keep_multiple beyond every group's size keeps every channel, without overflow") {
+    // pruned_count rounds the kept count up to the multiple: with a multiple
+    // larger than the group nothing can be pruned, whatever the multiple.
+    for (index multiple : {index{17}, index{1} << 40, std::numeric_limits<index>::max()}) {
+        CAPTURE(multiple);
+        CHECK(psap::pruned_count(0.5, 16, multiple) == 0);
+        CHECK(psap::pruned_count(0.99, 16, multiple) == 0);
+    }
+    // and the rounding itself, by hand: 16 channels, half pruned keeps 8
+    CHECK(psap::pruned_count(0.5, 16, 8) == 8);   // 8 kept, a multiple already
+    CHECK(psap::pruned_count(0.6, 16, 8) == 8);   // 7 kept -> 8
+    CHECK(psap::pruned_count(0.95, 16, 8) == 8);  // 1 kept -> 8
+    CHECK(psap::pruned_count(0.6, 12, 8) == 4);   // 5 kept -> 8
+    CHECK(psap::pruned_count(0.5, 12, 16) == 0);  // 6 kept -> 16, more than the group: all 12 kept
+    CHECK(psap::pruned_count(0.99, 16, 1) == 15);  // at least one channel kept
+    // A pruner with such a multiple cannot remove anything: the budget is unreachable, said so.
+    model<float> m(bn_spec(psap_test::seed() + 990));
+    m.fill_random(psap_test::seed() + 990);
+    auto p = psap::make_pruner({{"preset", "sfp"}, {"budget", 0.3}, {"keep_multiple", std::numeric_limits<index>::max()}});
+    try {
+        p.step(m.net(), 1);
+        FAIL("a budget that no count can reach was accepted");
+    } catch (const psap::error& e) {
+        CHECK(std::string(e.what()).find("cannot be met") != std::string::npos);
+    }
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ struct taylor {
         }
         count_ = 0;
         have_avg_ = false;
+        pending_ = false;
     }
 
     template <class Net>
@@ -107,19 +108,33 @@ struct taylor {
             detail::fail("psap::taylor: no gradients were observed since the last step; call observe() after every backward pass");
         }
         (void)net;
-        for (std::size_t g = 0; g < scores.size(); ++g)
+        // The new average goes into the scores only: a step that fails after
+        // scoring (a budget that cannot be met) must leave the average as it
+        // was, so that a retried step scores the same. after_step() takes it.
+        next_.resize(scores.size());
+        for (std::size_t g = 0; g < scores.size(); ++g) {
+            next_[g].resize(scores[g].size());
             for (std::size_t i = 0; i < scores[g].size(); ++i) {
                 const double mean = sum_[g][i] / count_;
-                avg_[g][i] = (have_avg_ && momentum > 0) ? momentum * avg_[g][i] + (1 - momentum) * mean : mean;
-                scores[g][i] = avg_[g][i];
+                next_[g][i] = (have_avg_ && momentum > 0) ? momentum * avg_[g][i] + (1 - momentum) * mean : mean;
+                scores[g][i] = next_[g][i];
             }
-        have_avg_ = true;
+        }
+        pending_ = true;
     }
 
+    /// The step succeeded: its scores become the average.
     void after_step() {
+        if (pending_) {
+            avg_.swap(next_);
+            have_avg_ = true;
+        }
+        pending_ = false;
         for (auto& s : sum_) std::fill(s.begin(), s.end(), 0.0);
         count_ = 0;
     }
+    /// The step threw after scoring: nothing of it is kept.
+    void after_failed_step() noexcept { pending_ = false; }
 
     void reduce(const all_reduce_fn& all_reduce) {
         for (auto& s : sum_) all_reduce(s);
@@ -143,12 +158,15 @@ struct taylor {
         avg_ = std::move(avg);
         count_ = j.at("count").get<double>();
         have_avg_ = j.at("have_avg").get<bool>();
+        pending_ = false;
     }
 
 private:
     std::vector<std::vector<double>> sum_, avg_;
     double count_ = 0;
     bool have_avg_ = false;
+    std::vector<std::vector<double>> next_;  ///< the average of the step in progress
+    bool pending_ = false;                   ///< next_ holds a step's scores not yet committed
 };
 
 }  // namespace psap

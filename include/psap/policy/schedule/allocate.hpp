@@ -25,7 +25,12 @@ inline index pruned_count(double p, index n, index multiple = 1) {
     // ~1e-9 (1/16 - 1/24) in which "one common ratio" prunes 4/16 but only 5/24.
     index q = static_cast<index>(std::floor((std::clamp(p, 0.0, 1.0) + 1e-9) * static_cast<double>(n)));
     index kept = n - q;
-    if (multiple > 1) kept = std::min<index>(n, (kept + multiple - 1) / multiple * multiple);
+    if (multiple > 1) {
+        // Rounded up without forming kept + multiple, which overflows for a
+        // huge multiple; a multiple beyond n keeps every channel.
+        const index short_by = kept % multiple == 0 ? 0 : multiple - kept % multiple;
+        kept = short_by > n - kept ? n : kept + short_by;
+    }
     kept = std::max<index>(kept, 1);
     return n - kept;
 }

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
+#include <optional>
 #include <sstream>
 
 namespace trainer {
@@ -41,17 +43,22 @@ std::vector<std::uint8_t> read_file_bytes(const std::filesystem::path& path) {
   }
   std::vector<std::uint8_t> out;
   std::uint8_t buf[1 << 16];
-  for (;;) {
-    const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
-    out.insert(out.end(), buf, buf + got);
-    if (got < sizeof buf) {
-      if (std::ferror(f.get())) {
-        const int err = errno;
-        throw data_error(quoted(path) + ": read error after " + std::to_string(out.size()) + " bytes (" +
-                         std::strerror(err) + ")");
+  try {
+    for (;;) {
+      const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
+      out.insert(out.end(), buf, buf + got);
+      if (got < sizeof buf) {
+        if (std::ferror(f.get())) {
+          const int err = errno;
+          throw data_error(quoted(path) + ": read error after " + std::to_string(out.size()) + " bytes (" +
+                           std::strerror(err) + ")");
+        }
+        break;
       }
-      break;
     }
+  } catch (const std::bad_alloc&) {
+    throw data_error(quoted(path) + ": not enough memory to read the file (" + std::to_string(out.size()) +
+                     " bytes read so far)");
   }
   return out;
 }
@@ -61,7 +68,7 @@ bool is_gzip(std::span<const std::uint8_t> bytes) noexcept {
 }
 
 std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std::string& source,
-                                 std::size_t max_output) {
+                                 std::size_t max_output, const declared_size_fn& declared_size) {
   if (!is_gzip(bytes)) throw data_error(source + ": not gzip data (expected magic bytes 1f 8b)");
   z_stream zs{};
   // 16 + MAX_WBITS: gzip wrapper only, so the header and CRC32/ISIZE trailer
@@ -80,6 +87,7 @@ std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std:
                                 std::uint32_t{bytes[n - 2]} << 16 | std::uint32_t{bytes[n - 1]} << 24;
     out.reserve(std::min<std::size_t>(isize, std::min<std::size_t>(max_output, std::size_t{1} << 30)));
   }
+  std::optional<std::size_t> declared;  // once declared_size knows it
   std::size_t in_pos = 0;
   std::size_t members = 0;
   for (;;) {
@@ -98,9 +106,19 @@ std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std:
       rc = inflate(&zs, Z_NO_FLUSH);
       const std::size_t produced = sizeof buf - zs.avail_out;
       if (out.size() + produced > max_output)
-        throw data_error(source + ": gzip content exceeds " + std::to_string(max_output) +
-                         " bytes; the file is corrupt or not a data set file");
+        throw data_error(source + ": gzip content exceeds the " + std::to_string(max_output) +
+                         "-byte limit; the file is corrupt or not a data set file");
       out.insert(out.end(), buf, buf + produced);
+      if (declared_size && !declared) {
+        declared = declared_size(out);
+        if (declared && *declared > max_output)
+          throw data_error(source + ": the header declares " + std::to_string(*declared) + " bytes, over the " +
+                           std::to_string(max_output) + "-byte limit; the file is corrupt or not a data set file");
+      }
+      // Checked per 64 KiB chunk, so a bomb costs no more than that.
+      if (declared && out.size() > *declared)
+        throw data_error(source + ": gzip content exceeds the " + std::to_string(*declared) +
+                         " bytes its header declares; the file is corrupt (or a decompression bomb), re-fetch it");
       if (rc == Z_DATA_ERROR)
         throw data_error(source + ": corrupt gzip data (" + (zs.msg ? zs.msg : "zlib data error") + ") after " +
                          std::to_string(out.size()) +
@@ -127,14 +145,26 @@ std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std:
 
 std::vector<std::uint8_t> read_maybe_gzip(const std::filesystem::path& path) {
   std::vector<std::uint8_t> raw = read_file_bytes(path);
-  if (is_gzip(raw)) return gunzip(raw, quoted(path));
-  return raw;
+  if (!is_gzip(raw)) return raw;
+  try {
+    return gunzip(raw, quoted(path));
+  } catch (const std::bad_alloc&) {
+    throw data_error(quoted(path) + ": not enough memory to inflate the gzip file");
+  }
 }
 
-idx_array parse_idx(std::span<const std::uint8_t> bytes, const std::string& source) {
-  if (bytes.size() < 4)
-    throw data_error(source + ": too short for an IDX header: expected at least 4 bytes, found " +
-                     std::to_string(bytes.size()));
+namespace {
+
+struct idx_header {
+  std::size_t header_bytes = 0;
+  std::uint64_t count = 1;  // data bytes
+  std::vector<std::uint32_t> dims;
+  std::string shape;  // "5x4x3"
+};
+
+// The header at the start of `bytes`; nullopt when `bytes` ends first.
+std::optional<idx_header> parse_idx_header(std::span<const std::uint8_t> bytes, const std::string& source) {
+  if (bytes.size() < 4) return std::nullopt;
   const std::uint32_t magic = std::uint32_t{bytes[0]} << 24 | std::uint32_t{bytes[1]} << 16 |
                               std::uint32_t{bytes[2]} << 8 | std::uint32_t{bytes[3]};
   if (bytes[0] != 0 || bytes[1] != 0)
@@ -147,24 +177,46 @@ idx_array parse_idx(std::span<const std::uint8_t> bytes, const std::string& sour
   const unsigned rank = bytes[3];
   if (rank < 1 || rank > 4)
     throw data_error(source + ": IDX rank " + std::to_string(rank) + " not supported: expected 1 to 4");
-  const std::size_t header = 4 + 4 * std::size_t{rank};
-  if (bytes.size() < header)
-    throw data_error(source + ": truncated IDX header: expected " + std::to_string(header) + " bytes for rank " +
-                     std::to_string(rank) + ", found " + std::to_string(bytes.size()));
-  idx_array a;
-  std::uint64_t count = 1;
-  std::string shape;
+  idx_header h;
+  h.header_bytes = 4 + 4 * std::size_t{rank};
+  if (bytes.size() < h.header_bytes) return std::nullopt;
   for (unsigned i = 0; i < rank; ++i) {
     const std::uint8_t* p = bytes.data() + 4 + 4 * i;
     const std::uint32_t d = std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
-    a.dims.push_back(d);
-    if (i) shape += 'x';
-    shape += std::to_string(d);
+    h.dims.push_back(d);
+    if (i) h.shape += 'x';
+    h.shape += std::to_string(d);
     // Each factor < 2^32 and we stop at 2^40, so the product cannot overflow.
-    count *= d;
-    if (count > (std::uint64_t{1} << 40))
-      throw data_error(source + ": IDX dimensions " + shape + "... are implausibly large; the header is corrupt");
+    h.count *= d;
+    if (h.count > (std::uint64_t{1} << 40))
+      throw data_error(source + ": IDX dimensions " + h.shape + "... are implausibly large; the header is corrupt");
   }
+  return h;
+}
+
+}  // namespace
+
+std::optional<std::size_t> idx_declared_size(std::span<const std::uint8_t> prefix, const std::string& source) {
+  const auto h = parse_idx_header(prefix, source);
+  if (!h) return std::nullopt;
+  return h->header_bytes + static_cast<std::size_t>(h->count);
+}
+
+idx_array parse_idx(std::span<const std::uint8_t> bytes, const std::string& source) {
+  if (bytes.size() < 4)
+    throw data_error(source + ": too short for an IDX header: expected at least 4 bytes, found " +
+                     std::to_string(bytes.size()));
+  const auto h = parse_idx_header(bytes, source);
+  if (!h) {
+    const unsigned rank = bytes[3];
+    throw data_error(source + ": truncated IDX header: expected " + std::to_string(4 + 4 * std::size_t{rank}) +
+                     " bytes for rank " + std::to_string(rank) + ", found " + std::to_string(bytes.size()));
+  }
+  const std::size_t header = h->header_bytes;
+  const std::uint64_t count = h->count;
+  const std::string& shape = h->shape;
+  idx_array a;
+  a.dims = h->dims;
   const std::size_t payload = bytes.size() - header;
   if (payload < count)
     throw data_error(source + ": truncated: dimensions " + shape + " need " + std::to_string(count) +
@@ -176,7 +228,18 @@ idx_array parse_idx(std::span<const std::uint8_t> bytes, const std::string& sour
   return a;
 }
 
-idx_array read_idx(const std::filesystem::path& path) { return parse_idx(read_maybe_gzip(path), quoted(path)); }
+idx_array read_idx(const std::filesystem::path& path) {
+  const std::string source = quoted(path);
+  try {
+    std::vector<std::uint8_t> bytes = read_file_bytes(path);
+    if (is_gzip(bytes))
+      bytes = gunzip(bytes, source, gunzip_max_output,
+                     [&](std::span<const std::uint8_t> prefix) { return idx_declared_size(prefix, source); });
+    return parse_idx(bytes, source);
+  } catch (const std::bad_alloc&) {
+    throw data_error(source + ": not enough memory to load the file");
+  }
+}
 
 dataset load_idx_dataset(const std::filesystem::path& images, const std::filesystem::path& labels, std::string name,
                          const idx_expectations& expect) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,12 +24,24 @@ namespace trainer {
 // True when the buffer starts with the gzip magic 1f 8b.
 [[nodiscard]] bool is_gzip(std::span<const std::uint8_t> bytes) noexcept;
 
+// Most gzip content accepted for one data file: far above the largest
+// MNIST-family file (EMNIST ByClass images, ~550 MB; MNIST's, 47 MB), yet it
+// keeps a decompression bomb from exhausting memory.
+inline constexpr std::size_t gunzip_max_output = std::size_t{1} << 30;
+
+// Reports the exact size of the content once its first bytes (all the output
+// so far) reveal it, e.g. from a file header; nullopt while they do not yet.
+// It may throw data_error for a malformed header.
+using declared_size_fn = std::function<std::optional<std::size_t>(std::span<const std::uint8_t> prefix)>;
+
 // Inflates a gzip buffer (one or more concatenated members). Truncated
 // streams, CRC/length mismatches and trailing garbage throw data_error naming
-// `source`. Output beyond `max_output` bytes is refused (a corrupt length
-// field, or a decompression bomb).
+// `source`. Output beyond `max_output` bytes, or beyond the size
+// `declared_size` reports, is refused as soon as it is produced (a corrupt
+// file, or a decompression bomb).
 [[nodiscard]] std::vector<std::uint8_t> gunzip(std::span<const std::uint8_t> bytes, const std::string& source,
-                                               std::size_t max_output = std::size_t{1} << 32);
+                                               std::size_t max_output = gunzip_max_output,
+                                               const declared_size_fn& declared_size = {});
 
 // read_file_bytes, inflated when the content starts with the gzip magic
 // (detected by content, not by the file name).
@@ -41,6 +54,13 @@ struct idx_array {
 
 // Parses an IDX buffer of unsigned bytes. `source` names the file in errors.
 [[nodiscard]] idx_array parse_idx(std::span<const std::uint8_t> bytes, const std::string& source);
+// Header plus data size that the IDX header at the start of `prefix`
+// declares; nullopt while `prefix` is shorter than the header. A malformed
+// header throws parse_idx's data_error.
+[[nodiscard]] std::optional<std::size_t> idx_declared_size(std::span<const std::uint8_t> prefix,
+                                                           const std::string& source);
+// A plain or gzip IDX file; gzip content is inflated no further than the size
+// its IDX header declares.
 [[nodiscard]] idx_array read_idx(const std::filesystem::path& path);
 
 struct idx_expectations {

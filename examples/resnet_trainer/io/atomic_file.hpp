@@ -48,7 +48,10 @@ class file_sink {
 // Replaces `target` with what `produce` writes. If `produce` throws (or any
 // step fails) the temporary is removed, `target` is left as it was, and the
 // exception propagates (file-system failures as io_error). New files get
-// mode 0666 & ~umask, like any other file the process creates.
+// mode 0666 & ~umask, like any other file the process creates. A symbolic
+// link is followed: the file it leads to is replaced and the link stays. A
+// target that exists but is not a regular file (device, FIFO, socket,
+// directory) is refused with io_error before `produce` runs.
 void write_file_atomic(const std::filesystem::path& target, const std::function<void(file_sink&)>& produce);
 void write_file_atomic(const std::filesystem::path& target, std::span<const std::uint8_t> bytes);
 
@@ -61,7 +64,8 @@ std::size_t remove_stale_temporaries(const std::filesystem::path& target);
 // "literal" + std::string temporaries at -O3).
 [[nodiscard]] std::string quoted(const std::filesystem::path& p);
 
-// Whole file as bytes (io_error naming the file when it cannot be read).
+// Whole file as bytes (io_error naming the file when it cannot be read, or
+// when it is not a regular file: a device or pipe has no size to bound it).
 [[nodiscard]] std::vector<std::uint8_t> read_whole_file(const std::filesystem::path& path);
 
 }  // namespace trainer

@@ -103,8 +103,8 @@ class tensor_archive {
  public:
   std::map<std::string, std::string> metadata;
 
-  // Adds a tensor; throws safetensors_error for a duplicate or reserved
-  // name, or when bytes.size() != product(shape) * dtype_size(dtype).
+  // Adds a tensor; throws safetensors_error for a duplicate, reserved or
+  // non-UTF-8 name, or when bytes.size() != product(shape) * dtype_size(dtype).
   void add(const std::string& name, st_dtype dtype, std::vector<std::uint64_t> shape,
            std::span<const std::uint8_t> bytes);
   template <class T>
@@ -154,7 +154,8 @@ class tensor_archive {
 // Largest accepted header (the reference implementation's limit).
 inline constexpr std::uint64_t safetensors_max_header = 100'000'000;
 
-// Writes the archive in safetensors layout to `sink`.
+// Writes the archive in safetensors layout to `sink`. Metadata bytes that are
+// not valid UTF-8 are written as U+FFFD, so the header stays valid JSON.
 void write_safetensors(file_sink& sink, const tensor_archive& a);
 // The complete file image in memory.
 [[nodiscard]] std::vector<std::uint8_t> serialize_safetensors(const tensor_archive& a);

@@ -231,6 +231,35 @@ TEST_CASE("IDX: missing, truncated and corrupt files name the file and the probl
   }
 }
 
+TEST_CASE("IDX: gzip content is inflated no further than its header declares (decompression bombs)") {
+  scratch_dir dir;
+  const auto im = (dir / "im").string();
+  SUBCASE("a header declaring 16 bytes, then 4 MiB of zeros") {
+    auto content = idx_bytes(0x08, {16}, {});
+    content.resize(content.size() + (std::size_t{4} << 20), 0);
+    write_bytes(dir / "im", gzip(content));
+    require_data_error([&] { (void)read_idx(dir / "im"); },
+                       {im, "gzip content exceeds the 24 bytes its header declares", "decompression bomb"});
+  }
+  SUBCASE("a header declaring more than the gzip limit") {
+    // 60000 x 2000 x 2000 bytes = 2.4e11: under parse_idx's plausibility
+    // bound, far over what any data file here holds.
+    write_bytes(dir / "im", gzip(idx_bytes(0x08, {60000, 2000, 2000}, pattern(100, 3))));
+    require_data_error([&] { (void)read_idx(dir / "im"); },
+                       {im, "declares 240000000016 bytes", "over the " + std::to_string(gunzip_max_output) + "-byte limit"});
+  }
+  SUBCASE("a malformed header is reported as such, gzip or not") {
+    auto b = idx_set{}.images_file();
+    b[0] = 0x12;
+    write_bytes(dir / "im", gzip(b));
+    require_data_error([&] { (void)read_idx(dir / "im"); }, {im, "bad IDX magic 0x12000803"});
+  }
+  SUBCASE("gunzip's own limit, without a header") {
+    const auto g = gzip(std::vector<std::uint8_t>(std::size_t{1} << 20, 0));
+    require_data_error([&] { (void)gunzip(g, "'z'", 1000); }, {"'z'", "exceeds the 1000-byte limit"});
+  }
+}
+
 TEST_CASE("IDX directory: file names, hint on missing files, stats from the training set") {
   scratch_dir dir;
   idx_set s;

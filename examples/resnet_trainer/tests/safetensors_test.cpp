@@ -1,10 +1,12 @@
 // safetensors reader/writer and atomic file replacement: round trips, the
 // reference implementation's byte layout, strict rejection of corrupt
-// headers and files, and crash-safe writes.
+// headers and files, crash-safe writes that follow symbolic links and refuse
+// special files, and metadata that is not valid UTF-8.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "io/safetensors.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <limits>
@@ -289,4 +291,98 @@ TEST_CASE("atomic write and load: file-system errors name the file") {
   write_bytes(dir / "junk.safetensors", {'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd'});
   CHECK_THROWS_WITH_AS((void)load_safetensors(dir / "junk.safetensors"), doctest::Contains("junk.safetensors"),
                        safetensors_error);
+}
+
+TEST_CASE("safetensors: metadata that is not valid UTF-8 is saved with U+FFFD; tensor names must be UTF-8") {
+  scratch_dir dir;
+  const auto path = dir / "m.safetensors";
+  tensor_archive a;
+  a.add<float>("w", {2}, std::vector<float>{1.0F, 2.0F});
+  a.metadata["data_dir"] = "/data/caf\xE9";  // Latin-1 e-acute, as a path from a non-UTF-8 locale
+  a.metadata["bad key \xFF"] = "v";
+  a.metadata["fine"] = "\xC3\xBC";  // valid UTF-8 is kept as is
+  save_safetensors(path, a);
+  const tensor_archive b = load_safetensors(path);  // the strict reader accepts the header
+  CHECK(b.metadata.at("data_dir") == "/data/caf\xEF\xBF\xBD");
+  CHECK(b.metadata.at("bad key \xEF\xBF\xBD") == "v");
+  CHECK(b.metadata.at("fine") == "\xC3\xBC");
+  CHECK(b.values<float>("w") == std::vector<float>{1.0F, 2.0F});
+
+  // Keys that differ only in invalid bytes would be duplicates in the file.
+  tensor_archive c;
+  c.metadata["k\xFE"] = "1";
+  c.metadata["k\xFF"] = "2";
+  CHECK_THROWS_WITH_AS(save_safetensors(path, c), doctest::Contains("metadata keys collide"), safetensors_error);
+  CHECK(load_safetensors(path).metadata.at("data_dir") == "/data/caf\xEF\xBF\xBD");  // old file intact
+
+  // A replaced tensor name would not be found on load: refused when added.
+  CHECK_THROWS_WITH_AS(c.add<float>("conv\xFF", {1}, std::vector<float>{1.0F}), doctest::Contains("not valid UTF-8"),
+                       safetensors_error);
+}
+
+TEST_CASE("atomic write: a symbolic link is followed, the file it leads to is replaced, the link stays") {
+  scratch_dir dir;
+  write_file_atomic(dir / "real.bin", std::vector<std::uint8_t>{1, 2});
+  std::filesystem::create_symlink("real.bin", dir / "link.bin");            // relative to the link's directory
+  std::filesystem::create_symlink(dir / "link.bin", dir / "chain.bin");     // absolute, to another link
+  std::filesystem::create_symlink("sub/new.bin", dir / "dangling.bin");     // target not there yet
+  std::filesystem::create_directories(dir / "sub");
+
+  write_file_atomic(dir / "link.bin", std::vector<std::uint8_t>{7, 8, 9});
+  CHECK(std::filesystem::is_symlink(dir / "link.bin"));
+  CHECK(std::filesystem::read_symlink(dir / "link.bin") == "real.bin");
+  CHECK(read_bytes(dir / "real.bin") == std::vector<std::uint8_t>{7, 8, 9});
+
+  write_file_atomic(dir / "chain.bin", std::vector<std::uint8_t>{4});
+  CHECK(std::filesystem::is_symlink(dir / "chain.bin"));
+  CHECK(std::filesystem::is_symlink(dir / "link.bin"));
+  CHECK(read_bytes(dir / "real.bin") == std::vector<std::uint8_t>{4});
+
+  write_file_atomic(dir / "dangling.bin", std::vector<std::uint8_t>{5});
+  CHECK(std::filesystem::is_symlink(dir / "dangling.bin"));
+  CHECK(std::filesystem::is_regular_file(std::filesystem::symlink_status(dir / "sub" / "new.bin")));
+  CHECK(read_bytes(dir / "sub" / "new.bin") == std::vector<std::uint8_t>{5});
+
+  // The temporaries were made (and renamed away) beside the real files.
+  std::size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::recursive_directory_iterator(dir.path())) ++entries;
+  CHECK(entries == 6);  // real.bin, link.bin, chain.bin, dangling.bin, sub, sub/new.bin
+
+  std::filesystem::create_symlink("loop.bin", dir / "loop.bin");
+  CHECK_THROWS_WITH_AS(write_file_atomic(dir / "loop.bin", std::vector<std::uint8_t>{1}),
+                       doctest::Contains("too many levels of symbolic links"), io_error);
+  CHECK(std::filesystem::is_symlink(dir / "loop.bin"));
+}
+
+TEST_CASE("atomic write and load: a FIFO or directory is refused, left as it was, nothing produced") {
+  scratch_dir dir;
+  const auto fifo = dir / "pipe";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::filesystem::create_symlink("pipe", dir / "to-pipe");
+  std::filesystem::create_directories(dir / "subdir");
+
+  bool produced = false;
+  const auto producer = [&](file_sink& s) {
+    produced = true;
+    s.write(std::vector<std::uint8_t>{1});
+  };
+  const std::string fifo_msg = fifo.string() + "': it is a FIFO (named pipe), not a regular file; choose a file path";
+  CHECK_THROWS_WITH_AS(write_file_atomic(fifo, producer), doctest::Contains(fifo_msg.c_str()), io_error);
+  const std::string link_msg = "to-pipe' (a symbolic link to '" + fifo.string() + "'): it is a FIFO";
+  CHECK_THROWS_WITH_AS(write_file_atomic(dir / "to-pipe", producer), doctest::Contains(link_msg.c_str()), io_error);
+  CHECK_THROWS_WITH_AS(write_file_atomic(dir / "subdir", producer),
+                       doctest::Contains("it is a directory, not a regular file"), io_error);
+  CHECK_FALSE(produced);
+  CHECK(std::filesystem::is_fifo(fifo));
+  CHECK(std::filesystem::is_symlink(dir / "to-pipe"));
+  CHECK(std::filesystem::is_directory(dir / "subdir"));
+  std::size_t entries = 0;  // no temporary left behind
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++entries;
+  CHECK(entries == 3);
+
+  // Reading: a FIFO (or /dev/zero) has no size to bound the read; refused at
+  // once, without waiting for a writer.
+  CHECK_THROWS_WITH_AS((void)load_safetensors(fifo), doctest::Contains("it is a FIFO (named pipe), not a regular file"),
+                       io_error);
+  CHECK(std::filesystem::is_fifo(fifo));
 }

@@ -21,6 +21,14 @@
 namespace trainer {
 
 inline constexpr const char* checkpoint_version = "1";
+
+// JSON text for files, metadata and stdout. Paths are bytes on POSIX and may
+// not be UTF-8 (an --output like $'u\xe9'); nlohmann's strict dump would
+// throw type_error 316 after the work is done, so invalid bytes become
+// U+FFFD. Every JSON dump of psap-train goes through this.
+[[nodiscard]] inline std::string dump_json(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 inline constexpr const char* momentum_prefix = "optim.momentum.";
 
 // Problems with a checkpoint's content (missing tensors, wrong shapes,
@@ -51,17 +59,20 @@ void add_model_tensors(tensor_archive& a, model& m);
 void add_optimizer_tensors(tensor_archive& a, sgd& opt);
 
 // Copies every state-dict entry of `m` from the archive. Missing tensors,
-// shape or dtype mismatches and unknown tensors (other than the optim. and
-// pruner. namespaces) throw checkpoint_error naming `source` and the tensor.
+// shape or dtype mismatches, unknown tensors (other than the optim. and
+// pruner. namespaces), NaN/Inf values and negative BN running variances
+// throw checkpoint_error naming `source` and the tensor.
 void load_model_tensors(const tensor_archive& a, model& m, const std::string& source);
-// Restores momentum buffers when the archive has them; has_momentum follows.
+// Restores momentum buffers when the archive has them (NaN/Inf rejected as
+// above); has_momentum follows.
 void load_optimizer_tensors(const tensor_archive& a, sgd& opt, const std::string& source);
 
 [[nodiscard]] std::map<std::string, std::string> encode_meta(const checkpoint_meta& meta);
 [[nodiscard]] checkpoint_meta decode_meta(const std::map<std::string, std::string>& md, const std::string& source);
 
 // Writes model (+ optimizer when given) + meta atomically; `extra` may add
-// tensors (e.g. "pruner.state") before the file is written.
+// tensors (e.g. "pruner.state") before the file is written. training_error
+// (check_finite_state) instead of writing a NaN or Inf.
 void save_checkpoint(const std::filesystem::path& path, model& m, sgd* opt, const checkpoint_meta& meta,
                      const std::function<void(tensor_archive&)>& extra = {});
 

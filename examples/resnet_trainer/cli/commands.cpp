@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -37,7 +38,7 @@ T pick(const json& given, const char* key, T fallback) {
   try {
     return given.at(key).get<T>();
   } catch (const json::exception&) {
-    throw usage_error(std::string("setting '") + key + "' has the wrong type: " + given.at(key).dump());
+    throw usage_error(std::string("setting '") + key + "' has the wrong type: " + dump_json(given.at(key)));
   }
 }
 
@@ -48,6 +49,33 @@ int resnet_depth(const std::string& model) {
   if (digits.empty() || digits.size() > 4 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return 0;
   const int d = std::stoi(digits);
   return d >= 8 && (d - 2) % 6 == 0 ? d : 0;
+}
+
+// "1e+300" rather than std::to_string's 300 digits.
+std::string number_text(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+// A real-valued setting in [lo, hi]. Written as !(lo <= v && v <= hi) so NaN,
+// which passes CLI11's range checks and every `v < 0` test, is rejected here
+// rather than surfacing as a diverged loss at the first batch.
+void check_range(const json& s, const char* key, const char* option, double lo, double hi, const char* range) {
+  const double v = s.at(key).get<double>();
+  if (!(lo <= v && v <= hi))
+    throw usage_error(std::string(option) + " must be a finite number " + range + ", got " + number_text(v));
+}
+
+// A schedule position in epochs (unit = iterations per epoch) or iterations
+// (unit = 1), as iterations; usage_error naming the option when the product
+// does not fit the 64-bit iteration counter.
+std::int64_t to_iterations(std::int64_t v, std::int64_t unit, const char* option) {
+  constexpr auto max = std::numeric_limits<std::int64_t>::max(), min = std::numeric_limits<std::int64_t>::min();
+  if (unit > 1 && (v > max / unit || v < min / unit))
+    throw usage_error(std::string(option) + " " + std::to_string(v) + " is too large: at " + std::to_string(unit) +
+                      " iterations per epoch it overflows the 64-bit iteration count");
+  return v * unit;
 }
 
 std::int64_t rescale(std::int64_t v, std::int64_t from, std::int64_t to) {
@@ -142,8 +170,11 @@ json resolve_settings(const json& given, std::size_t train_images) {
   s["momentum"] = pick<double>(given, "momentum", r.sgd.momentum);
   s["nesterov"] = pick<bool>(given, "nesterov", r.sgd.nesterov);
   s["weight_decay"] = pick<double>(given, "weight_decay", r.sgd.weight_decay);
-  if (!(s["lr"].get<double>() >= 0) || !(s["momentum"].get<double>() >= 0) || !(s["weight_decay"].get<double>() >= 0))
-    throw usage_error("lr, momentum and weight decay must be non-negative numbers");
+  // The optimizer computes in float: a larger rate would reach it as Inf.
+  constexpr double float_max = std::numeric_limits<float>::max();
+  check_range(s, "lr", "--lr", 0.0, float_max, "in [0, 3.4e38]");
+  check_range(s, "momentum", "--momentum", 0.0, float_max, ">= 0");
+  check_range(s, "weight_decay", "--weight-decay", 0.0, float_max, ">= 0");
 
   const auto bs = s["batch_size"].get<std::uint64_t>();
   const auto ipe = static_cast<std::int64_t>(std::max<std::uint64_t>(1, (train_images + bs - 1) / bs));
@@ -183,10 +214,27 @@ json resolve_settings(const json& given, std::size_t train_images) {
   s["warmup_start"] = pick<double>(given, "warmup_start", rs.warmup_start);
   s["min_lr"] = pick<double>(given, "min_lr", rs.min_lr);
   s["total"] = epoch_unit ? epochs : (rs.total_iters > 0 ? rs.total_iters : iterations);
+  check_range(s, "gamma", "--gamma", 0.0, std::numeric_limits<double>::max(), ">= 0");
+  check_range(s, "min_lr", "--min-lr", 0.0, float_max, "in [0, 3.4e38]");
+  check_range(s, "warmup_start", "--warmup-start", 0.0, 1.0, "in [0, 1]");
+  if (s["step_size"].get<std::int64_t>() < 0) throw usage_error("--step-size must be >= 1");
+  if (s["warmup"].get<std::int64_t>() < 0) throw usage_error("--warmup-epochs must be >= 0");
+  const auto milestones = s["milestones"].get<std::vector<std::int64_t>>();
+  for (const std::int64_t m : milestones)
+    if (m < 0)
+      throw usage_error("--milestones: " + std::to_string(m) + " is negative; milestones are the " +
+                        (epoch_unit ? "epochs" : "iterations") + " (>= 0) at which the learning rate drops");
+  if (s["schedule"] == "multistep" && !std::is_sorted(milestones.begin(), milestones.end()))
+    throw usage_error("--milestones must be in increasing order, e.g. 60,120,160");
   return s;
 }
 
 data_options data_options_from(const json& settings, const std::filesystem::path& dir) {
+  std::error_code ec;
+  // The loaders would call an existing file a directory that "does not exist".
+  if (!dir.empty() && std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec))
+    throw usage_error("data directory " + quoted(dir) + " is a file, not a directory: pass the directory that " +
+                      "holds the " + settings.value("data", std::string("data set's")) + " files (--data NAME DIR)");
   data_options o;
   o.name = settings.value("data", std::string("fashion-mnist"));
   o.dir = dir;
@@ -219,12 +267,12 @@ run_plan plan_from_settings(const json& s, const dataset& train) {
     ls.kind = s.at("schedule");
     ls.base_lr = s.at("lr");
     ls.gamma = s.at("gamma");
-    ls.step_size = s.at("step_size").get<std::int64_t>() * unit;
+    ls.step_size = to_iterations(s.at("step_size").get<std::int64_t>(), unit, "--step-size");
     ls.milestones = s.at("milestones").get<std::vector<std::int64_t>>();
-    for (auto& m : ls.milestones) m *= unit;
-    ls.total_iters = s.at("total").get<std::int64_t>() * unit;
+    for (auto& m : ls.milestones) m = to_iterations(m, unit, "--milestones");
+    ls.total_iters = to_iterations(s.at("total").get<std::int64_t>(), unit, "--epochs");
     ls.min_lr = s.at("min_lr");
-    ls.warmup_iters = s.at("warmup").get<std::int64_t>() * unit;
+    ls.warmup_iters = to_iterations(s.at("warmup").get<std::int64_t>(), unit, "--warmup-epochs");
     ls.warmup_start = s.at("warmup_start");
     ls.validate();
     p.loop.schedule = ls;
@@ -313,8 +361,8 @@ int run_train(const json& given, const runtime_options& rt) {
     const json fresh = resolve_settings(given, data.train.size());
     for (const auto& [k, v] : given.items())
       if (fresh.at(k) != settings.value(k, json()))
-        throw usage_error("--resume: option " + k + " = " + fresh.at(k).dump() +
-                          " differs from the checkpointed run's " + settings.value(k, json()).dump() +
+        throw usage_error("--resume: option " + k + " = " + dump_json(fresh.at(k)) +
+                          " differs from the checkpointed run's " + dump_json(settings.value(k, json())) +
                           "; a resumed run continues with its recorded settings: drop the option, or start a new run "
                           "in another --output");
   } else {
@@ -369,7 +417,7 @@ int run_train(const json& given, const runtime_options& rt) {
   if (!rt.init_checkpoint.empty()) meta.extra["init_checkpoint"] = rt.init_checkpoint.string();
 
   {
-    const std::string text = json{{"settings", settings}, {"model_config", model_cfg}, {"threads", threads}}.dump(2);
+    const std::string text = dump_json({{"settings", settings}, {"model_config", model_cfg}, {"threads", threads}}, 2);
     write_file_atomic(rt.output / "settings.json",
                       std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
   }
@@ -387,7 +435,7 @@ int run_train(const json& given, const runtime_options& rt) {
   hooks.on_epoch = [&](const epoch_report& r) {
     bar.epoch_done(r);
     last_metrics = metrics_json(r);
-    append_line(metrics_path, last_metrics.dump());
+    append_line(metrics_path, dump_json(last_metrics));
   };
   hooks.on_checkpoint = [&](const loop_state& st, const epoch_report&) {
     meta.state = st;
@@ -404,7 +452,7 @@ int run_train(const json& given, const runtime_options& rt) {
   json summary = {{"output", rt.output.string()}, {"epochs", end.epoch}, {"iterations", end.iteration}};
   summary.update(last_metrics);
   summary["epoch"] = end.epoch;
-  std::cout << summary.dump() << std::endl;
+  std::cout << dump_json(summary) << std::endl;
   return 0;
 }
 
@@ -446,8 +494,9 @@ void dump_logits(const std::filesystem::path& path, model& net, const dataset& s
   a.add<float>("logits", {n, static_cast<std::uint64_t>(classes)}, logits);
   a.metadata["checkpoint"] = checkpoint.string();
   a.metadata["data"] = set.name;
-  a.metadata["model_config"] = net.config().dump();
-  a.metadata["normalization"] = json{{"formula", "(pixels / 255 - mean[c]) / std[c]"}, {"mean", set.mean}, {"std", set.std}}.dump();
+  a.metadata["model_config"] = dump_json(net.config());
+  a.metadata["normalization"] =
+      dump_json({{"formula", "(pixels / 255 - mean[c]) / std[c]"}, {"mean", set.mean}, {"std", set.std}});
   save_safetensors(path, a);
 }
 
@@ -479,7 +528,7 @@ int run_eval(const eval_options& opt) {
                     {"accuracy", r.accuracy},
                     {"epoch", ck.meta.state.epoch},
                     {"threads", threads}};
-  std::cout << out.dump() << std::endl;
+  std::cout << dump_json(out) << std::endl;
   return 0;
 }
 
@@ -527,7 +576,7 @@ int run_inspect(const std::filesystem::path& file, bool values) {
     t[name] = e;
   }
   const json out = {{"file", file.string()}, {"metadata", a.metadata}, {"tensors", t}};
-  std::cout << out.dump() << std::endl;
+  std::cout << dump_json(out) << std::endl;
   return 0;
 }
 

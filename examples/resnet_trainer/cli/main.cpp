@@ -1,7 +1,9 @@
 // psap-train: command-line front end of the reference trainer. Parsing only;
 // the work is in commands.cpp / train_loop.cpp.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <functional>
@@ -29,6 +31,18 @@ const CLI::Validator device_name(
       return std::string();
     },
     "DEVICE");
+
+// Real-valued options: NaN passes CLI11's Range checks (every comparison with
+// it is false) and Inf passes some, so reject both when parsing.
+const CLI::Validator finite_number(
+    [](std::string& text) {
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (end != text.c_str() && *end == '\0' && !std::isfinite(v))
+        return "value " + text + " is not a finite number";
+      return std::string();
+    },
+    "");
 
 // Options that become run settings are recorded only when given, so a
 // resumed run can tell "not given" from "given with the default value".
@@ -123,19 +137,28 @@ void add_run_options(CLI::App* app, run_cli& v) {
       ->check(CLI::PositiveNumber);
   sc.add(app, "--batch-size,-b", "batch_size", v.batch_size, "batch size (default: the recipe's, 128)")
       ->check(CLI::PositiveNumber);
-  sc.add(app, "--lr", "lr", v.lr, "base learning rate")->check(CLI::NonNegativeNumber);
-  sc.add(app, "--momentum", "momentum", v.momentum, "SGD momentum")->check(CLI::NonNegativeNumber);
+  sc.add(app, "--lr", "lr", v.lr, "base learning rate")->check(finite_number)->check(CLI::NonNegativeNumber);
+  sc.add(app, "--momentum", "momentum", v.momentum, "SGD momentum")
+      ->check(finite_number)
+      ->check(CLI::NonNegativeNumber);
   sc.add_flag(app, "--nesterov,!--no-nesterov", "nesterov", v.nesterov, "Nesterov momentum");
-  sc.add(app, "--weight-decay,--wd", "weight_decay", v.weight_decay, "L2 weight decay")->check(CLI::NonNegativeNumber);
+  sc.add(app, "--weight-decay,--wd", "weight_decay", v.weight_decay, "L2 weight decay")
+      ->check(finite_number)
+      ->check(CLI::NonNegativeNumber);
   sc.add(app, "--schedule", "schedule", v.schedule, "LR schedule: constant, step, multistep, cosine")
       ->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
   sc.add(app, "--milestones", "milestones", v.milestones, "multistep milestones in epochs, e.g. 60,120,160")->delimiter(',');
-  sc.add(app, "--gamma", "gamma", v.gamma, "LR factor at each step/milestone")->check(CLI::NonNegativeNumber);
+  sc.add(app, "--gamma", "gamma", v.gamma, "LR factor at each step/milestone")
+      ->check(finite_number)
+      ->check(CLI::NonNegativeNumber);
   sc.add(app, "--step-size", "step_size", v.step_size, "step schedule period in epochs")->check(CLI::PositiveNumber);
   sc.add(app, "--warmup-epochs", "warmup", v.warmup, "linear warm-up epochs")->check(CLI::NonNegativeNumber);
   sc.add(app, "--warmup-start", "warmup_start", v.warmup_start, "warm-up starts at this fraction of the LR")
+      ->check(finite_number)
       ->check(CLI::Range(0.0, 1.0));
-  sc.add(app, "--min-lr", "min_lr", v.min_lr, "cosine schedule floor")->check(CLI::NonNegativeNumber);
+  sc.add(app, "--min-lr", "min_lr", v.min_lr, "cosine schedule floor")
+      ->check(finite_number)
+      ->check(CLI::NonNegativeNumber);
   sc.add(app, "--pad", "pad", v.pad, "random-crop zero padding (default 4 for cifar10, 2 otherwise; 0: no crop)")
       ->check(CLI::NonNegativeNumber);
   sc.add_flag(app, "--flip,!--no-flip", "flip", v.flip, "random horizontal flips (default on, off for mnist)");
@@ -221,6 +244,7 @@ int main(int argc, char** argv) {
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   pc.add(prune, "--budget", "budget", budget, "fraction of the cost to remove, in [0, 1) (default 0.5)")
+      ->check(finite_number)
       ->check(CLI::Range(0.0, 0.999999));
   pc.add(prune, "--budget-kind", "budget_kind", budget_kind, "what the budget counts: flops (MACs), params or filters")
       ->check(CLI::IsMember({"flops", "params", "filters"}));
@@ -232,6 +256,7 @@ int main(int argc, char** argv) {
          "epochs of fine-tuning after the pruning epochs, masks held (l1, slimming, taylor)")
       ->check(CLI::NonNegativeNumber);
   pc.add(prune, "--finetune-lr", "finetune_lr", finetune_lr, "fine-tune learning rate, cosine to 0 (default: --lr / 10)")
+      ->check(finite_number)
       ->check(CLI::NonNegativeNumber);
   pc.add(prune, "--recalibrate-batches", "recalibrate_batches", recalibrate_batches,
          "batches for BN recalibration after the pruning epochs (0: none)")

@@ -76,7 +76,7 @@ struct prune_progress {
   static prune_progress from_json(const json& j, const std::string& source) {
     try {
       if (j.at("version").get<int>() != prune_meta_version)
-        throw checkpoint_error(source + ": prune metadata version " + j.at("version").dump() + ", this psap-train reads " +
+        throw checkpoint_error(source + ": prune metadata version " + dump_json(j.at("version")) + ", this psap-train reads " +
                                std::to_string(prune_meta_version));
       prune_progress p;
       p.phase = j.at("phase").get<std::string>();
@@ -168,7 +168,7 @@ json resolve_prune_options(const json& given) {
     }
   }
   if (!r["budget"].is_null() && !(r["budget"].get<double>() >= 0.0 && r["budget"].get<double>() < 1.0))
-    throw usage_error("--budget " + r["budget"].dump() + " is outside [0, 1): it is the fraction of the cost to remove (0.7 keeps 30%)");
+    throw usage_error("--budget " + dump_json(r["budget"]) + " is outside [0, 1): it is the fraction of the cost to remove (0.7 keeps 30%)");
   if (!r["budget_kind"].is_null()) {
     const std::string k = r["budget_kind"];
     if (k != "flops" && k != "params" && k != "filters")
@@ -249,7 +249,7 @@ json pruner_config(const json& opts, std::int64_t epochs, std::uint64_t seed) {
   } catch (const psap::error& e) {
     throw usage_error(std::string("pruner configuration: ") + e.what());
   } catch (const json::exception& e) {
-    throw usage_error(std::string("pruner configuration ") + cfg.dump() + ": " + e.what());
+    throw usage_error(std::string("pruner configuration ") + dump_json(cfg) + ": " + e.what());
   }
   return cfg;
 }
@@ -307,8 +307,8 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
     const json fresh = resolve_prune_options(given_prune);
     for (const auto& [k, v] : given_prune.items())
       if (fresh.at(k) != popts.value(k, json()))
-        throw usage_error("--resume: prune option " + k + " = " + fresh.at(k).dump() + " differs from the checkpointed run's " +
-                          popts.value(k, json()).dump() + "; drop the option, or start a new run in another --output");
+        throw usage_error("--resume: prune option " + k + " = " + dump_json(fresh.at(k)) + " differs from the checkpointed run's " +
+                          dump_json(popts.value(k, json())) + "; drop the option, or start a new run in another --output");
   } else {
     if (fs::exists(last))
       throw usage_error(quoted(rt.output) +
@@ -322,8 +322,8 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
     const json fresh = resolve_settings(given, data.train.size());
     for (const auto& [k, v] : given.items())
       if (fresh.at(k) != settings.value(k, json()))
-        throw usage_error("--resume: option " + k + " = " + fresh.at(k).dump() + " differs from the checkpointed run's " +
-                          settings.value(k, json()).dump() +
+        throw usage_error("--resume: option " + k + " = " + dump_json(fresh.at(k)) + " differs from the checkpointed run's " +
+                          dump_json(settings.value(k, json())) +
                           "; a resumed run continues with its recorded settings: drop the option, or start a new run in "
                           "another --output");
   } else {
@@ -386,7 +386,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   const psap::budget_kind kind = pruner.options().target.kind;
   const std::string method = pcfg.contains("preset") ? pcfg["preset"].get<std::string>() : std::string("config");
   if (resolved.at("total_epochs").get<double>() != static_cast<double>(prune_epochs))
-    bar.message("note: the pruner's total_epochs (" + resolved.at("total_epochs").dump() + ") differs from the " +
+    bar.message("note: the pruner's total_epochs (" + dump_json(resolved.at("total_epochs")) + ") differs from the " +
                 std::to_string(prune_epochs) + " pruning epochs; progress = epoch / total_epochs");
   if (ft_epochs == 0 && (method == "l1" || method == "slimming" || method == "taylor"))
     bar.message("note: " + method + " is meant to be fine-tuned after pruning (--finetune-epochs)");
@@ -426,20 +426,20 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
     meta.has_momentum = opt.has_momentum();
     meta.metrics = metrics;
     progress.wall_seconds = wall_now();
-    meta.extra[prune_meta_key] = progress.to_json(popts, pcfg).dump();
+    meta.extra[prune_meta_key] = dump_json(progress.to_json(popts, pcfg));
     const std::vector<std::uint8_t> blob = pruner.state();
     save_checkpoint(path, *net, &opt, meta, [&](tensor_archive& a) {
       a.add(state_tensor, st_dtype::U8, {static_cast<std::uint64_t>(blob.size())}, blob);
     });
   };
   {
-    const std::string text = json{{"settings", settings},
-                                  {"prune", popts},
-                                  {"pruner_config", pcfg},
-                                  {"pruner", resolved},
-                                  {"model_config", model_cfg},
-                                  {"threads", threads}}
-                                 .dump(2);
+    const std::string text = dump_json({{"settings", settings},
+                                        {"prune", popts},
+                                        {"pruner_config", pcfg},
+                                        {"pruner", resolved},
+                                        {"model_config", model_cfg},
+                                        {"threads", threads}},
+                                       2);
     write_text(rt.output / "settings.json", text);
   }
   if (resume_ck) {
@@ -485,7 +485,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
         bar.message(step_line(*epoch_step, kind));
       }
       if (r.epoch == prune_epochs && r.test) progress.after_last_step = r.test->accuracy;
-      append_line(metrics_path, last_metrics.dump());
+      append_line(metrics_path, dump_json(last_metrics));
     };
     hooks.on_checkpoint = [&](const loop_state& st, const epoch_report&) { save(last, st, last_metrics); };
     const loop_state start = resume_ck ? resume_ck->meta.state : loop_state{};
@@ -537,7 +537,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
       bar.epoch_done(g);
       last_metrics = metrics_json(g);
       last_metrics["phase"] = "finetune";
-      append_line(metrics_path, last_metrics.dump());
+      append_line(metrics_path, dump_json(last_metrics));
     };
     hooks.on_checkpoint = [&](const loop_state& st, const epoch_report&) {
       progress.finetune = st;
@@ -580,11 +580,11 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   }
 
   // ------------------------------------------------------------- reports
-  write_text(rt.output / "layers.json", result.to_json().dump(2) + "\n");
+  write_text(rt.output / "layers.json", dump_json(result.to_json(), 2) + "\n");
   write_text(rt.output / "layers.csv", result.to_csv());
   {
     std::string lines;
-    for (const auto& s : pruner.log()) lines += json(s).dump() + "\n";
+    for (const auto& s : pruner.log()) lines += dump_json(json(s)) + "\n";
     write_text(rt.output / "pruning_log.jsonl", lines);
   }
   auto filters_of = [](model& m) {
@@ -666,14 +666,14 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
       {"files",
        {{"final", final_path.filename().string()}, {"compact", compact_path.filename().string()}, {"layers_json", "layers.json"},
         {"layers_csv", "layers.csv"}, {"pruning_log", "pruning_log.jsonl"}, {"metrics", "metrics.jsonl"}}}};
-  write_text(rt.output / "result.json", report.dump(2) + "\n");
+  write_text(rt.output / "result.json", dump_json(report, 2) + "\n");
 
   bar.message("\n" + result.table());
   std::ostringstream summary;
   summary.precision(4);
-  summary << "accuracy: before last step " << report["accuracy"]["before_last_step"].dump() << ", after "
-          << report["accuracy"]["after_last_step"].dump() << ", after recalibration "
-          << report["accuracy"]["after_recalibration"].dump() << ", final " << final_accuracy << "; compact model "
+  summary << "accuracy: before last step " << dump_json(report["accuracy"]["before_last_step"]) << ", after "
+          << dump_json(report["accuracy"]["after_last_step"]) << ", after recalibration "
+          << dump_json(report["accuracy"]["after_recalibration"]) << ", final " << final_accuracy << "; compact model "
           << compact_eval.accuracy << " (max |logit diff| " << max_diff << " on " << check_n << " images)";
   bar.message(summary.str());
   json line = {{"output", rt.output.string()},
@@ -685,7 +685,7 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
                {"reduction", reduction},
                {"budget_met", reduction >= target},
                {"compact_max_abs_diff", max_diff}};
-  std::cout << line.dump() << std::endl;
+  std::cout << dump_json(line) << std::endl;
   return 0;
 }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,7 +29,41 @@ void check_fits(const model& m, const dataset& d) {
                          " outputs " + std::to_string(m.num_classes()));
 }
 
+// Iteration counts beyond int64 would wrap; say so instead of failing later
+// with a misleading resume-point or schedule error.
+std::int64_t epoch_iterations(std::int64_t epochs, std::int64_t per_epoch) {
+  if (per_epoch > 0 && epochs > std::numeric_limits<std::int64_t>::max() / per_epoch)
+    throw training_error(std::to_string(epochs) + " epochs of " + std::to_string(per_epoch) +
+                         " batches overflow a 64-bit iteration count; train for fewer epochs");
+  return epochs * per_epoch;
+}
+
+void check_tensor_finite(const float* p, std::size_t n, const std::string& what, const std::string& when) {
+  std::size_t first = n;
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) {
+      first = i;
+      break;
+    }
+  if (first == n) return;
+  std::size_t count = 0;
+  for (std::size_t i = first; i < n; ++i) count += std::isfinite(p[i]) ? 0 : 1;
+  throw training_error(when + ": " + what + " holds " + std::to_string(count) + " non-finite value" +
+                       (count == 1 ? "" : "s") + " (first: " + std::to_string(p[first]) + " at index " +
+                       std::to_string(first) +
+                       "); the run diverged: lower the learning rate (--lr, and --min-lr or --warmup-start if the "
+                       "schedule uses them) or check the data");
+}
+
 }  // namespace
+
+void check_finite_state(model& m, sgd* opt, const std::string& when) {
+  for (const named_tensor& t : m.tensors())
+    if (const float* p = t.f32()) check_tensor_finite(p, t.numel(), "tensor '" + t.name + "'", when);
+  if (opt != nullptr && opt->has_momentum())
+    for (const named_tensor& t : opt->momentum_buffers())
+      check_tensor_finite(t.f32(), t.numel(), "the momentum buffer of '" + t.name + "'", when);
+}
 
 batch_source loader_source(batch_loader& loader, std::uint64_t epoch) {
   auto b = std::make_shared<batch>();
@@ -52,7 +87,12 @@ eval_result evaluate_dataset(model& m, const dataset& data, std::size_t batch_si
   cfg.batch_size = batch_size;
   cfg.shuffle = false;
   batch_loader loader(data, cfg);
-  return evaluate(m, loader_source(loader, 0));
+  const eval_result r = evaluate(m, loader_source(loader, 0));
+  if (!std::isfinite(r.loss))
+    throw training_error("the evaluation loss on " + data.name + " (" + std::to_string(r.count) + " images) is " +
+                         std::to_string(r.loss) + ": the network's logits overflow or are NaN (weights too large, "
+                         "e.g. from a diverged run; retrain with a lower learning rate)");
+  return r;
 }
 
 loop_state train_loop(model& m, sgd& opt, const dataset& train, const dataset* test, const loop_config& cfg,
@@ -62,8 +102,8 @@ loop_state train_loop(model& m, sgd& opt, const dataset& train, const dataset* t
   cfg.schedule.validate();
   batch_loader loader(train, cfg.train_loader);
   const auto per_epoch = static_cast<std::int64_t>(loader.batches_per_epoch());
-  const std::int64_t limit = cfg.max_iterations > 0 ? cfg.max_iterations : cfg.epochs * per_epoch;
-  if (start.iteration != start.epoch * per_epoch && start.iteration < limit)
+  const std::int64_t limit = cfg.max_iterations > 0 ? cfg.max_iterations : epoch_iterations(cfg.epochs, per_epoch);
+  if (start.iteration != epoch_iterations(start.epoch, per_epoch) && start.iteration < limit)
     throw training_error("cannot resume at epoch " + std::to_string(start.epoch) + ", iteration " +
                          std::to_string(start.iteration) + ": an epoch has " + std::to_string(per_epoch) +
                          " batches, so a checkpoint at that epoch boundary has iteration " +
@@ -127,6 +167,11 @@ loop_state train_loop(model& m, sgd& opt, const dataset& train, const dataset* t
     const double train_seconds = seconds_since(t_epoch);
     if (hooks.epoch_end) hooks.epoch_end(e);
     ++state.epoch;
+    // The loss check above sees each step's input weights, never what the
+    // epoch's last step wrote; check the state before anything reports or
+    // saves it.
+    check_finite_state(m, &opt, "after epoch " + std::to_string(state.epoch) + " (lr " + std::to_string(s.lr) +
+                                    " at its last step)");
 
     epoch_report r;
     r.epoch = state.epoch;
@@ -140,7 +185,13 @@ loop_state train_loop(model& m, sgd& opt, const dataset& train, const dataset* t
     }
     r.train_seconds = train_seconds;
     r.images_per_second = train_seconds > 0 ? static_cast<double>(images) / train_seconds : 0.0;
-    if (test && cfg.evaluate_each_epoch) r.test = evaluate_dataset(m, *test, cfg.eval_batch_size);
+    if (test && cfg.evaluate_each_epoch) {
+      try {
+        r.test = evaluate_dataset(m, *test, cfg.eval_batch_size);
+      } catch (const training_error& err) {
+        throw training_error("after epoch " + std::to_string(state.epoch) + ": " + err.what());
+      }
+    }
     r.wall_seconds = seconds_since(t_epoch);
     if (hooks.on_epoch) hooks.on_epoch(r);
     if (hooks.on_checkpoint) hooks.on_checkpoint(state, r);

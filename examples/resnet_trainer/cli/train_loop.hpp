@@ -28,6 +28,7 @@
 #include <functional>
 #include <optional>
 #include <stdexcept>
+#include <string>
 
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
@@ -106,11 +107,21 @@ struct training_hooks {
 
 // Trains from `start` until cfg.epochs (or cfg.max_iterations); returns the
 // final state. `test` may be null (no evaluation). Throws training_error if
-// the data does not fit the model or the loss stops being finite.
+// the data does not fit the model, the loss stops being finite, or after an
+// epoch (before its evaluation and checkpoint) a parameter, BN running
+// statistic or momentum buffer holds a NaN or Inf.
 loop_state train_loop(model& m, sgd& opt, const dataset& train, const dataset* test, const loop_config& cfg,
                       loop_state start, const training_hooks& hooks);
 
-// Eval-mode loss/accuracy over the whole data set (normalised, unaugmented).
+// training_error naming the first F32 tensor of `m` (parameters, BN running
+// statistics, bias maps) or of `opt`'s momentum buffers (opt may be null)
+// that holds a NaN or Inf; `when` says where the run stands, e.g. "after
+// epoch 3". One pass over the state: cheap next to an epoch.
+void check_finite_state(model& m, sgd* opt, const std::string& when);
+
+// Eval-mode loss/accuracy over the whole data set (normalised, unaugmented);
+// training_error when the loss is not finite (the network's logits overflow
+// or are NaN), instead of a NaN that JSON would write as null.
 eval_result evaluate_dataset(model& m, const dataset& data, std::size_t batch_size);
 
 // A batch_source (optim/evaluate.hpp) over a loader; the loader must outlive it.

@@ -212,7 +212,7 @@ struct bn_apply {
     float v = (x[i] - shift[ch]) * scale[ch] + beta[ch];
     if (residual) v += residual[i];
     if (z) z[i] = v;
-    y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    y[i] = relu ? (v <= 0.0f ? 0.0f : v) : v;  // NaN passes, as nn/batch_norm
   }
 };
 

@@ -112,6 +112,9 @@ void batch_norm::forward_relu(const tensor& x, const tensor* residual, tensor& z
   y.resize(s);
   if (train) z.resize(s);
   const int hw = static_cast<int>(s.plane());
+  // The ReLUs below test `v <= 0` so that NaN (which fails every comparison)
+  // is passed on to the loss rather than turned into 0; finite values are
+  // unchanged.
 #pragma omp parallel for schedule(static)
   for (int nc = 0; nc < s.n * c_; ++nc) {
     const int n = nc / c_, c = nc % c_;
@@ -126,26 +129,26 @@ void batch_norm::forward_relu(const tensor& x, const tensor* residual, tensor& z
       for (int i = 0; i < hw; ++i) {
         const float v = (xp[i] - m) * a + b + rp[i];
         zp[i] = v;
-        yp[i] = v > 0.0f ? v : 0.0f;
+        yp[i] = v <= 0.0f ? 0.0f : v;
       }
     } else if (rp != nullptr) {
 #pragma omp simd
       for (int i = 0; i < hw; ++i) {
         const float v = (xp[i] - m) * a + b + rp[i];
-        yp[i] = v > 0.0f ? v : 0.0f;
+        yp[i] = v <= 0.0f ? 0.0f : v;
       }
     } else if (zp != nullptr) {
 #pragma omp simd
       for (int i = 0; i < hw; ++i) {
         const float v = (xp[i] - m) * a + b;
         zp[i] = v;
-        yp[i] = v > 0.0f ? v : 0.0f;
+        yp[i] = v <= 0.0f ? 0.0f : v;
       }
     } else {
 #pragma omp simd
       for (int i = 0; i < hw; ++i) {
         const float v = (xp[i] - m) * a + b;
-        yp[i] = v > 0.0f ? v : 0.0f;
+        yp[i] = v <= 0.0f ? 0.0f : v;
       }
     }
   }

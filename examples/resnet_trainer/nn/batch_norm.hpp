@@ -54,7 +54,8 @@ class batch_norm {
   /// y ← BN(x). Train mode uses batch statistics, updates the running ones
   /// and remembers &x for backward (x must stay unchanged until then).
   void forward(const tensor& x, tensor& y, bool train);
-  /// z ← BN(x) + residual (if not null), y ← max(z, 0). z is written in train
+  /// z ← BN(x) + residual (if not null), y ← max(z, 0) (NaN stays NaN, as in
+  /// PyTorch, so a diverged channel reaches the loss). z is written in train
   /// mode only (backward_relu needs it); in eval mode it may be left untouched.
   void forward_relu(const tensor& x, const tensor* residual, tensor& z, tensor& y, bool train);
 

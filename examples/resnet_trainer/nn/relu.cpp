@@ -9,8 +9,11 @@ void relu::forward(const tensor& x, tensor& y, bool train) {
   const float* xp = x.data();
   float* yp = y.data();
   const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(x.size());
+  // `x <= 0 ? 0 : x`, not `x > 0 ? x : 0`: NaN fails both tests, so only this
+  // form passes it on and a diverged channel reaches the loss instead of
+  // becoming 0. Finite values (and -0 -> +0) are unchanged; still one blend.
 #pragma omp parallel for simd schedule(static)
-  for (std::ptrdiff_t i = 0; i < n; ++i) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+  for (std::ptrdiff_t i = 0; i < n; ++i) yp[i] = xp[i] <= 0.0f ? 0.0f : xp[i];
   input_ = train ? &x : nullptr;
 }
 
@@ -22,8 +25,10 @@ void relu::backward(const tensor& dy, tensor& dx) {
   const float* g = dy.data();
   float* d = dx.data();
   const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(dy.size());
+  // Closed where the forward gave 0; a NaN input, which the forward passed
+  // on, passes its gradient too (PyTorch's threshold_backward).
 #pragma omp parallel for simd schedule(static)
-  for (std::ptrdiff_t i = 0; i < n; ++i) d[i] = xp[i] > 0.0f ? g[i] : 0.0f;
+  for (std::ptrdiff_t i = 0; i < n; ++i) d[i] = xp[i] <= 0.0f ? 0.0f : g[i];
 }
 
 void residual_add(const tensor& a, const tensor& b, tensor& y) {

@@ -7,6 +7,7 @@
 namespace trainer {
 
 /// y = max(x, 0); ∂y/∂x = [x > 0], so the gradient at exactly 0 is 0 (PyTorch).
+/// NaN propagates (y = NaN, its gradient passes), as in PyTorch.
 class relu {
  public:
   /// In train mode remembers &x for backward (x must stay unchanged).

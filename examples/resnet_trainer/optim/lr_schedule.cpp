@@ -2,22 +2,44 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
+#include <sstream>
 #include <stdexcept>
+#include <string>
 
 namespace trainer {
+namespace {
+
+std::string number_text(double v) {  // "1e+300", not std::to_string's 300 digits
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+}  // namespace
 
 void lr_schedule::validate() const {
   if (kind != "constant" && kind != "step" && kind != "multistep" && kind != "cosine")
     throw std::invalid_argument("lr_schedule: unknown kind \"" + kind +
                                 "\" (expected constant, step, multistep or cosine)");
-  if (!(base_lr >= 0.0)) throw std::invalid_argument("lr_schedule: base_lr must be >= 0");
+  // The optimizer takes the rate as a float: a finite double above FLT_MAX
+  // would still reach it as Inf. NaN fails every `>=` below.
+  constexpr double float_max = std::numeric_limits<float>::max();
+  if (!(base_lr >= 0.0 && base_lr <= float_max))
+    throw std::invalid_argument("lr_schedule: base_lr must be finite and in [0, 3.4e38], got " + number_text(base_lr));
+  if (!(min_lr >= 0.0 && min_lr <= float_max))
+    throw std::invalid_argument("lr_schedule: min_lr must be finite and in [0, 3.4e38], got " + number_text(min_lr));
+  if (!(gamma >= 0.0 && std::isfinite(gamma)))
+    throw std::invalid_argument("lr_schedule: gamma must be finite and >= 0, got " + number_text(gamma));
   if (kind == "step" && step_size < 1) throw std::invalid_argument("lr_schedule: step needs step_size >= 1 iterations");
+  for (const std::int64_t m : milestones)
+    if (m < 0) throw std::invalid_argument("lr_schedule: milestone " + std::to_string(m) + " is negative");
   if (kind == "multistep" && !std::is_sorted(milestones.begin(), milestones.end()))
     throw std::invalid_argument("lr_schedule: milestones must be in increasing order");
   if (kind == "cosine" && total_iters <= warmup_iters)
     throw std::invalid_argument("lr_schedule: cosine needs total_iters > warmup_iters");
-  if (warmup_iters < 0 || warmup_start < 0.0 || warmup_start > 1.0)
+  if (warmup_iters < 0 || !(warmup_start >= 0.0 && warmup_start <= 1.0))
     throw std::invalid_argument("lr_schedule: warmup_iters must be >= 0 and warmup_start in [0, 1]");
 }
 

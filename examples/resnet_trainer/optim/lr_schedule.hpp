@@ -29,7 +29,8 @@ struct lr_schedule {
   std::int64_t warmup_iters = 0;
   double warmup_start = 0.0;
 
-  /// Throws std::invalid_argument for an unknown kind or inconsistent fields.
+  /// Throws std::invalid_argument for an unknown kind, inconsistent fields,
+  /// NaN/Inf (or beyond float range) rates and gamma, or a negative milestone.
   void validate() const;
   double at(std::int64_t iteration) const;
 

@@ -3,6 +3,8 @@ the loss, write metrics.jsonl and checkpoints, and agree with `eval`."""
 import argparse
 import json
 import os
+import struct
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +104,41 @@ def main():
         f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
     r = run([exe, "eval", bad], expect_rc=1)
     check("corrupt.safetensors" in r.stderr and "JSON" in r.stderr, "corrupt checkpoint error is unclear")
+
+    # Non-finite values never pass silently: not as options, not from a
+    # diverged step, not from a checkpoint. One 64-image batch per epoch.
+    quick = ["--model", "resnet8", "--train-subset", "64", "--test-subset", "64", "--batch-size", "64", "--threads", "2",
+             "--progress", "none", "--epochs", "1"] + data
+    r = run([exe, "train", "--gamma", "nan", "--output", os.path.join(work, "nan-gamma")] + quick, expect_rc=None)
+    check(r.returncode != 0 and "--gamma" in r.stderr and "not a finite number" in r.stderr,
+          "--gamma nan was not refused when parsed")
+    diverged = os.path.join(work, "diverged")
+    r = run([exe, "train", "--lr", "1e30", "--output", diverged] + quick, expect_rc=1)
+    check("lower learning rate" in r.stderr or "lower the learning rate" in r.stderr,
+          "a diverged run's error does not suggest a lower learning rate")
+    check(not os.path.exists(os.path.join(diverged, "final.safetensors")), "a diverged run wrote final.safetensors")
+    with open(os.path.join(out, "final.safetensors"), "rb") as f:
+        blob = bytearray(f.read())
+    (n,) = struct.unpack("<Q", blob[:8])
+    begin = 8 + n + json.loads(blob[8:8 + n].decode("utf-8"))["layer1.0.bn1.weight"]["data_offsets"][0]
+    blob[begin + 4:begin + 8] = struct.pack("<f", float("nan"))
+    nan_ck = os.path.join(work, "nan.safetensors")
+    with open(nan_ck, "wb") as f:
+        f.write(blob)
+    r = run([exe, "eval", nan_ck], expect_rc=1)
+    check("nan.safetensors" in r.stderr and "'layer1.0.bn1.weight' holds a non-finite value (nan at index 1)" in r.stderr,
+          "a NaN weight in a checkpoint was not refused naming the file and the tensor")
+    r = run([exe, "train", "--data", "mnist", bad, "--output", os.path.join(work, "bad3")], expect_rc=2)
+    check("corrupt.safetensors' is a file, not a directory" in r.stderr, "--data NAME FILE is not named as a file")
+
+    # An --output that is not UTF-8 (a legal POSIX path): the summary line
+    # writes it with U+FFFD instead of failing after the run is done.
+    latin1 = os.fsdecode(os.path.join(os.fsencode(work), b"u\xe9"))
+    p = subprocess.run([exe, "train", "--output", latin1] + quick, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    check(p.returncode == 0, "a non-UTF-8 --output failed (exit %d): %r" % (p.returncode, p.stderr[-500:]))
+    check(json.loads(p.stdout.decode("utf-8").strip().splitlines()[-1])["output"].endswith("u\ufffd"),
+          "the summary line does not show the non-UTF-8 --output with U+FFFD")
+    check(os.path.exists(os.path.join(os.fsencode(work), b"u\xe9", b"final.safetensors")), "no final.safetensors in it")
     print("OK")
 
 

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -67,6 +70,35 @@ std::vector<std::vector<std::uint8_t>> snapshot(model& m, sgd& opt) {
   add_optimizer_tensors(a, opt);
   std::vector<std::vector<std::uint8_t>> out;
   for (const auto& [name, t] : a.tensors()) out.push_back(t.bytes);
+  return out;
+}
+
+float* tensor_of(model& m, const std::string& name) {
+  for (const auto& t : m.tensors())
+    if (t.name == name) return t.f32();
+  return nullptr;
+}
+
+// The message of the E that f throws ("" when it throws none).
+template <class E, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// `a` with element i of tensor `name` set to v.
+tensor_archive with_value(const tensor_archive& a, const std::string& name, std::size_t i, float v) {
+  st_tensor t = a.at(name);
+  std::memcpy(t.bytes.data() + i * sizeof(float), &v, sizeof v);
+  tensor_archive out = a;
+  out.erase(name);
+  out.add(name, t.dtype, t.shape, t.bytes);
   return out;
 }
 
@@ -253,6 +285,195 @@ TEST_CASE("train_loop errors: diverging loss, data that does not fit the model, 
                        doctest::Contains("3x8x8 images but model resnet8 expects 1x8x8"), training_error);
   CHECK_THROWS_WITH_AS((void)train_loop(*m2, opt2, train, nullptr, toy_loop(3), loop_state{1, 3}, {}),
                        doctest::Contains("batch size differs"), training_error);
+}
+
+TEST_CASE("train_loop: a NaN or Inf that the epoch's last step writes stops the run before evaluation and saving") {
+  // Two batches per epoch; the hook spoils the state after the very last
+  // step, whose result no forward pass (so no loss check) ever sees.
+  const dataset train = toy_data(16), test = toy_data(16, 1, 7);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct spoil {
+    const char* tensor;
+    bool momentum;
+    float value;
+    const char* named;
+  };
+  for (const spoil& c : {spoil{"layer1.0.conv1.weight", false, nan, "tensor 'layer1.0.conv1.weight' holds 1 non-finite value"},
+                         spoil{"bn1.running_var", false, inf, "tensor 'bn1.running_var' holds 1 non-finite value"},
+                         spoil{"fc.weight", true, -inf, "the momentum buffer of 'fc.weight' holds 1 non-finite value"}}) {
+    CAPTURE(c.tensor);
+    auto m = toy_model(1);
+    sgd opt(*m, sgd_options{});
+    float* p = c.momentum ? opt.momentum_buffer(c.tensor) : tensor_of(*m, c.tensor);
+    REQUIRE(p != nullptr);
+    int evaluated = 0, saved = 0;
+    training_hooks h;
+    h.after_step = [&](const step_info& s) {
+      if (s.iteration == 3) p[2] = c.value;
+    };
+    h.on_epoch = [&](const epoch_report&) { ++evaluated; };
+    h.on_checkpoint = [&](const loop_state&, const epoch_report&) { ++saved; };
+    const std::string msg = error_of<training_error>([&] { (void)train_loop(*m, opt, train, &test, toy_loop(2), {}, h); });
+    CHECK(has(msg, "after epoch 2"));
+    CHECK(has(msg, c.named));
+    CHECK(has(msg, "lower the learning rate"));
+    CHECK(evaluated == 1);  // epoch 1 only: epoch 2 is neither reported nor saved
+    CHECK(saved == 1);
+  }
+}
+
+TEST_CASE("a non-finite evaluation loss is an error, not a NaN (which JSON writes as null)") {
+  const dataset train = toy_data(16), test = toy_data(16, 1, 7);
+  auto m = toy_model(1);
+  sgd opt(*m, sgd_options{});
+  // Finite but huge classifier weights: every logit overflows to +Inf, so
+  // the loss is NaN while the state check (finiteness) passes.
+  named_tensor fc;
+  for (const auto& t : m->tensors())
+    if (t.name == "fc.weight") fc = t;
+  REQUIRE(fc.f32() != nullptr);
+  training_hooks h;
+  h.after_step = [&](const step_info& s) {
+    if (s.iteration == 1) std::fill(fc.f32(), fc.f32() + fc.numel(), 3e38F);
+  };
+  const std::string msg = error_of<training_error>([&] { (void)train_loop(*m, opt, train, &test, toy_loop(1), {}, h); });
+  CHECK(has(msg, "after epoch 1: the evaluation loss on toy (16 images) is"));
+  CHECK(has(msg, "lower learning rate"));
+  CHECK_THROWS_WITH_AS((void)evaluate_dataset(*m, test, 8), doctest::Contains("the evaluation loss on toy"), training_error);
+}
+
+TEST_CASE("save_checkpoint refuses to write a NaN") {
+  scratch_dir dir;
+  auto m = toy_model(1);
+  checkpoint_meta meta;
+  meta.model_config = m->config();
+  tensor_of(*m, "bn1.weight")[0] = std::numeric_limits<float>::quiet_NaN();
+  const std::string msg = error_of<training_error>([&] { save_checkpoint(dir / "x.safetensors", *m, nullptr, meta); });
+  CHECK(has(msg, "x.safetensors"));
+  CHECK(has(msg, "tensor 'bn1.weight' holds 1 non-finite value"));
+  CHECK_FALSE(std::filesystem::exists(dir / "x.safetensors"));
+}
+
+TEST_CASE("loading a checkpoint rejects NaN/Inf values and negative running variances, naming file and tensor") {
+  scratch_dir dir;
+  auto src = toy_model(1);
+  sgd src_opt(*src, sgd_options{});
+  src_opt.set_has_momentum(true);
+  checkpoint_meta meta;
+  meta.model_config = src->config();
+  meta.has_momentum = true;
+  save_checkpoint(dir / "ok.safetensors", *src, &src_opt, meta);
+  loaded_checkpoint ck = read_checkpoint(dir / "ok.safetensors");
+  auto m = toy_model(2);
+  sgd opt(*m, sgd_options{});
+  CHECK_NOTHROW(load_model_tensors(with_value(ck.archive, "bn1.running_var", 0, 0.0F), *m, "'ok'"));  // 0 is a variance
+  CHECK_NOTHROW(load_optimizer_tensors(ck.archive, opt, "'ok'"));
+
+  CHECK_THROWS_WITH_AS(
+      load_model_tensors(with_value(ck.archive, "conv1.weight", 3, std::numeric_limits<float>::quiet_NaN()), *m, "'ck'"),
+      doctest::Contains("'ck': tensor 'conv1.weight' holds a non-finite value (nan at index 3)"), checkpoint_error);
+  CHECK_THROWS_WITH_AS(
+      load_model_tensors(with_value(ck.archive, "fc.bias", 1, std::numeric_limits<float>::infinity()), *m, "'ck'"),
+      doctest::Contains("tensor 'fc.bias' holds a non-finite value (inf at index 1)"), checkpoint_error);
+  CHECK_THROWS_WITH_AS(load_model_tensors(with_value(ck.archive, "layer1.0.bn2.running_var", 2, -0.5F), *m, "'ck'"),
+                       doctest::Contains("'ck': tensor 'layer1.0.bn2.running_var' holds a negative running variance"),
+                       checkpoint_error);
+  CHECK_THROWS_WITH_AS(
+      load_optimizer_tensors(with_value(ck.archive, "optim.momentum.fc.weight", 0, -std::numeric_limits<float>::infinity()),
+                             opt, "'ck'"),
+      doctest::Contains("'ck': tensor 'optim.momentum.fc.weight' holds a non-finite value"), checkpoint_error);
+  // eval's and --checkpoint's path: the file is named.
+  ck.archive = with_value(ck.archive, "bn1.weight", 0, std::numeric_limits<float>::quiet_NaN());
+  CHECK_THROWS_WITH_AS((void)model_from_checkpoint(ck, "'bad.safetensors'"),
+                       doctest::Contains("'bad.safetensors': tensor 'bn1.weight' holds a non-finite value"),
+                       checkpoint_error);
+}
+
+TEST_CASE("checkpoint metadata: settings, model_config and metrics must be objects; model_config integers must fit int") {
+  scratch_dir dir;
+  auto m = toy_model(1);
+  checkpoint_meta meta;
+  meta.model_config = m->config();
+  save_checkpoint(dir / "m.safetensors", *m, nullptr, meta);
+  const auto md0 = read_checkpoint(dir / "m.safetensors").archive.metadata;
+  CHECK_NOTHROW((void)decode_meta(md0, "'m'"));
+  for (const char* key : {"settings", "model_config", "metrics"}) {
+    CAPTURE(key);
+    auto md = md0;
+    md[key] = "[1, 2]";
+    const std::string want = "'m.safetensors': metadata entry '" + std::string(key) + "' must be a JSON object, found array";
+    CHECK_THROWS_WITH_AS((void)decode_meta(md, "'m.safetensors'"), doctest::Contains(want.c_str()), checkpoint_error);
+  }
+  json cfg = m->config();
+  cfg["in_channels"] = 4294967297LL;  // would be read as 1
+  auto md = md0;
+  md["model_config"] = cfg.dump();
+  CHECK_THROWS_WITH_AS((void)decode_meta(md, "'m'"),
+                       doctest::Contains("'m': metadata 'model_config' entry 'in_channels' = 4294967297 does not fit"),
+                       checkpoint_error);
+  cfg = m->config();
+  REQUIRE(cfg["stage_widths"].is_array());
+  cfg["stage_widths"][1] = -4294967296LL;
+  md["model_config"] = cfg.dump();
+  CHECK_THROWS_WITH_AS((void)decode_meta(md, "'m'"),
+                       doctest::Contains("entry 'stage_widths[1]' = -4294967296 does not fit"), checkpoint_error);
+}
+
+TEST_CASE("settings: NaN/Inf values, negative milestones and overflowing schedule lengths are rejected naming the option") {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  const auto rejects = [](const json& given, const std::string& what) {
+    CAPTURE(given.dump());
+    CHECK_THROWS_WITH_AS((void)resolve_settings(given, 40), doctest::Contains(what.c_str()), usage_error);
+  };
+  rejects({{"gamma", nan}}, "--gamma must be a finite number >= 0, got nan");
+  rejects({{"min_lr", nan}}, "--min-lr must be a finite number");
+  rejects({{"min_lr", 1e300}}, "--min-lr must be a finite number in [0, 3.4e38], got 1e+300");
+  rejects({{"warmup_start", nan}}, "--warmup-start must be a finite number in [0, 1]");
+  rejects({{"lr", inf}}, "--lr must be a finite number");
+  rejects({{"momentum", nan}}, "--momentum must be a finite number");
+  rejects({{"weight_decay", -1.0}}, "--weight-decay must be a finite number");
+  rejects({{"milestones", {-5, 3}}, {"schedule", "multistep"}}, "--milestones: -5 is negative");
+  rejects({{"milestones", {-5, 3}}}, "--milestones: -5 is negative");  // recorded even when unused
+  rejects({{"milestones", {5, 3}}, {"schedule", "multistep"}}, "--milestones must be in increasing order");
+  CHECK_NOTHROW((void)resolve_settings({{"milestones", {0, 3}}, {"schedule", "multistep"}}, 40));
+
+  // 40 images in batches of 8: 5 iterations per epoch.
+  const dataset train = toy_data(40);
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max() / 4;
+  const auto overflows = [&](const json& given, const std::string& what) {
+    CAPTURE(given.dump());
+    json g = given;
+    g["batch_size"] = 8;
+    CHECK_THROWS_WITH_AS((void)plan_from_settings(resolve_settings(g, 40), train), doctest::Contains(what.c_str()),
+                         usage_error);
+  };
+  overflows({{"schedule", "step"}, {"step_size", huge}}, "--step-size " + std::to_string(huge) +
+                                                               " is too large: at 5 iterations per epoch it overflows");
+  overflows({{"warmup", huge}}, "--warmup-epochs " + std::to_string(huge) + " is too large");
+  overflows({{"epochs", huge}}, "--epochs " + std::to_string(huge) + " is too large");
+  overflows({{"milestones", {1, huge}}, {"schedule", "multistep"}}, "--milestones " + std::to_string(huge));
+  // The largest step size that fits still plans (and just never steps).
+  const std::int64_t fits = std::numeric_limits<std::int64_t>::max() / 5;
+  CHECK(plan_from_settings(resolve_settings({{"schedule", "step"}, {"step_size", fits}, {"batch_size", 8}}, 40), train)
+            .loop.schedule.step_size == fits * 5);
+}
+
+TEST_CASE("--data NAME FILE: a file where the data directory belongs is named as such") {
+  scratch_dir dir;
+  trainer::testing::write_bytes(dir / "train.gz", {1, 2, 3});
+  CHECK_THROWS_WITH_AS((void)data_options_from(json{{"data", "fashion-mnist"}}, dir / "train.gz"),
+                       doctest::Contains("train.gz' is a file, not a directory: pass the directory that holds the "
+                                         "fashion-mnist files"),
+                       usage_error);
+  CHECK(data_options_from(json{{"data", "fashion-mnist"}}, dir.path()).dir == dir.path());
+  CHECK(data_options_from(json{{"data", "fashion-mnist"}}, dir / "absent").dir == dir / "absent");  // the loader says it is missing
+}
+
+TEST_CASE("dump_json writes bytes that are not UTF-8 (a path like $'u\\xe9') as U+FFFD instead of throwing") {
+  const json j = {{"output", std::string("out/u\xe9")}};
+  CHECK_THROWS_AS((void)j.dump(), json::type_error);  // why dump_json exists
+  CHECK(dump_json(j) == "{\"output\":\"out/u\xef\xbf\xbd\"}");
+  CHECK(dump_json(j, 2) == "{\n  \"output\": \"out/u\xef\xbf\xbd\"\n}");
 }
 
 TEST_CASE("settings: recipes, scaling with --epochs, iteration-based recipes, errors") {

@@ -2,8 +2,11 @@
 // against central finite differences of those references.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
+#include "nn/batch_norm.hpp"
 #include "nn/conv2d.hpp"
 #include "nn/cross_entropy.hpp"
 #include "nn/linear.hpp"
@@ -124,6 +127,59 @@ TEST_CASE("relu: gradient at exactly 0 is 0") {
   r.backward(dy, dx);
   const float edx[] = {0.0f, 0.0f, 0.0f, 3.0f, 3.0f};
   for (int i = 0; i < 5; ++i) CHECK(dx.data()[i] == edx[i]);
+}
+
+TEST_CASE("relu: NaN in gives NaN out; finite values as max(x, 0) bit for bit") {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  tensor x({1, 1, 1, 6});
+  const float v[] = {nan, -1.0f, -0.0f, 2.0f, inf, -inf};
+  std::copy(v, v + 6, x.data());
+  relu r;
+  tensor y, dx;
+  r.forward(x, y, true);
+  CHECK(std::isnan(y.data()[0]));
+  CHECK(y.data()[1] == 0.0f);
+  CHECK_FALSE(std::signbit(y.data()[2]));  // -0 gives +0, as before
+  CHECK(y.data()[3] == 2.0f);
+  CHECK(y.data()[4] == inf);
+  CHECK(y.data()[5] == 0.0f);
+  // The NaN's gradient passes (PyTorch's threshold_backward), closed inputs get 0.
+  tensor dy({1, 1, 1, 6});
+  dy.fill(3.0f);
+  r.backward(dy, dx);
+  const float edx[] = {3.0f, 0.0f, 0.0f, 3.0f, 3.0f, 0.0f};
+  for (int i = 0; i < 6; ++i) CHECK(dx.data()[i] == edx[i]);
+
+  // Finite inputs: exactly the bits of `x > 0 ? x : 0`, the formula before NaN
+  // propagation (results of finite runs must not move).
+  rng g(seed() + 5);
+  tensor big = random_tensor({2, 3, 7, 9}, g);
+  for (std::size_t i = 0; i < big.size(); i += 11) big.data()[i] = (i % 2) != 0U ? 0.0f : -0.0f;
+  r.forward(big, y, false);
+  for (std::size_t i = 0; i < big.size(); ++i) {
+    const float want = big.data()[i] > 0.0f ? big.data()[i] : 0.0f;
+    CHECK(std::memcmp(&y.data()[i], &want, sizeof want) == 0);
+  }
+}
+
+TEST_CASE("batch_norm's fused ReLU propagates NaN from the input and the residual") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  batch_norm bn(1);  // eval mode: running mean 0, variance 1, γ = 1, β = 0
+  tensor x({1, 1, 1, 4}), res({1, 1, 1, 4}), z, y;
+  const float xv[] = {nan, -1.0f, 2.0f, 0.5f};
+  std::copy(xv, xv + 4, x.data());
+  bn.forward_relu(x, nullptr, z, y, false);
+  CHECK(std::isnan(y.data()[0]));
+  CHECK(y.data()[1] == 0.0f);
+  CHECK(y.data()[2] == doctest::Approx(2.0f / std::sqrt(1.0f + 1e-5f)));
+  const float rv[] = {0.0f, 0.0f, nan, -1.0f};
+  std::copy(rv, rv + 4, res.data());
+  x.data()[0] = 1.0f;
+  bn.forward_relu(x, &res, z, y, false);
+  CHECK(y.data()[0] > 0.0f);
+  CHECK(y.data()[1] == 0.0f);
+  CHECK(std::isnan(y.data()[2]));  // from the residual branch
+  CHECK(y.data()[3] == 0.0f);
 }
 
 TEST_CASE("residual add and add_into") {

@@ -2,6 +2,7 @@
 // documented update, LR schedules against hand values, recipes, BN
 // recalibration.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "models/resnet.hpp"
@@ -114,6 +115,28 @@ TEST_CASE("lr schedules by hand") {
   lr_schedule bad;
   bad.kind = "exponential";
   CHECK_THROWS_AS(bad.validate(), std::invalid_argument);
+}
+
+TEST_CASE("lr_schedule::validate rejects NaN/Inf rates and factors and negative milestones") {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  lr_schedule ok;
+  ok.kind = "multistep";
+  ok.milestones = {0, 5};
+  ok.base_lr = std::numeric_limits<float>::max();  // the largest rate the float optimizer can take
+  CHECK_NOTHROW(ok.validate());
+  const auto rejects = [&](auto change, const char* field) {
+    lr_schedule s = ok;
+    change(s);
+    CHECK_THROWS_WITH_AS(s.validate(), doctest::Contains(field), std::invalid_argument);
+  };
+  rejects([&](lr_schedule& s) { s.base_lr = nan; }, "base_lr");
+  rejects([&](lr_schedule& s) { s.base_lr = 1e39; }, "base_lr");  // finite, but Inf as a float
+  rejects([&](lr_schedule& s) { s.gamma = nan; }, "gamma");
+  rejects([&](lr_schedule& s) { s.gamma = inf; }, "gamma");
+  rejects([&](lr_schedule& s) { s.min_lr = nan; }, "min_lr");
+  rejects([&](lr_schedule& s) { s.min_lr = 1e300; }, "min_lr");
+  rejects([&](lr_schedule& s) { s.warmup_start = nan; }, "warmup_start");
+  rejects([&](lr_schedule& s) { s.milestones = {-5, 3}; }, "milestone -5 is negative");
 }
 
 TEST_CASE("recipes") {

@@ -274,6 +274,24 @@ TEST_CASE("budget targets outside [0, 1) and unknown kinds are errors that say w
     CHECK_THROWS_WITH_AS(psap::parse_budget_kind("latency"), doctest::Contains("latency"), psap::error);
 }
 
+TEST_CASE("cost_model: kept counts of the wrong length or outside [0, size] are errors, in evaluate() and widths()") {
+    layer_spec a{.name = "a", .out = 8, .in = 3, .kernel_area = 9, .positions = 16};
+    layer_spec b{.name = "b", .out = 4, .in = 8, .kernel_area = 9, .positions = 16};
+    model<float> m({{a, b}, {{"g", 8, {{"a", 0}}, {{"b", 0}}}}});
+    const psap::cost_model costs(m.net());
+    const std::vector<index> none, negative{-5}, too_many{9}, all{8}, half{4};
+    for (auto* kept : {&none, &negative, &too_many}) {
+        CAPTURE(kept->size());
+        CHECK_THROWS_WITH_AS((void)costs.evaluate(*kept), doctest::Contains("psap::cost_model::evaluate"), psap::error);
+        CHECK_THROWS_WITH_AS((void)costs.widths(*kept), doctest::Contains("psap::cost_model::widths"), psap::error);
+    }
+    CHECK_THROWS_WITH_AS((void)costs.widths(negative), doctest::Contains("keeps -5 of its 8"), psap::error);
+    // in range: by hand, b's input halves with g
+    CHECK(costs.evaluate(all).macs == 8 * 3 * 9 * 16 + 4 * 8 * 9 * 16);
+    CHECK(costs.evaluate(half).macs == 4 * 3 * 9 * 16 + 4 * 4 * 9 * 16);
+    CHECK(costs.widths(half)[1].in_after == 4);
+}
+
 TEST_CASE("cost_model::id(): models built apart differ, for any network type; copies share it; a default one has 0") {
     const auto spec = random_spec(psap_test::seed() + 40);
     model<float> f(spec);

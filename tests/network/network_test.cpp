@@ -199,6 +199,40 @@ TEST_CASE("member_of slices a member to the group's channels") {
     CHECK(mv.bn->gate_grad.size() == 4);
 }
 
+TEST_CASE("a layer changed through layer_at() after it was added: validate() and member_of() refuse it, naming the layer") {
+    layer_spec l{.name = "conv", .out = 6, .in = 2, .kernel_area = 3, .positions = 4, .bias = true, .bn = true};
+    model_spec spec{{l}, {{"lo", 2, {{"conv", 0}}, {}}, {"hi", 4, {{"conv", 2}}, {}}}};
+    SUBCASE("fewer output channels than the groups claim") {
+        model<float> m(spec);
+        m.net().layer_at(0).out_channels = 4;  // the views still have 6 rows
+        expect_error([&] { m.net().validate(); }, {"layer 'conv'", "weight view is 6 x 6", "expected 4 x 6"});
+    }
+    SUBCASE("fewer output channels, views re-pointed to match: the groups no longer fit") {
+        model<float> m(spec);
+        auto& layer = m.net().layer_at(0);
+        layer.out_channels = 4;
+        layer.weight = layer.weight.middle_rows(0, 4);
+        layer.grad = layer.grad.middle_rows(0, 4);
+        for (auto* v : {&layer.bias, &layer.grad_bias})
+            if (!v->empty()) *v = v->segment(0, 4);
+        auto& bn = *layer.bn;
+        for (auto* v : {&bn.gamma, &bn.beta, &bn.running_mean, &bn.running_var, &bn.grad_gamma, &bn.grad_beta, &bn.gate_grad})
+            if (!v->empty()) *v = v->segment(0, 4);
+        expect_error([&] { m.net().validate(); }, {"group 'hi'", "does not fit in the 4 output channels", "layer 'conv'"});
+    }
+    SUBCASE("a view re-pointed to a shorter buffer") {
+        model<float> m(spec);
+        std::vector<float> small(4 * 6, 0.f);
+        m.net().layer_at(0).weight = psap::filters(small.data(), 4, 6);
+        CHECK_NOTHROW((void)psap::member_of(m.net(), 0, 0));  // channels 0..1 lie inside 4 rows
+        expect_error([&] { (void)psap::member_of(m.net(), 1, 0); },
+                     {"layer 'conv'", "weight view has 4", "group 'hi'", "channels 2 to 5", "layer_at()"});
+        m.net().layer_at(0).weight = psap::filters(m.layer("conv").w.data(), 6, 6);
+        m.net().layer_at(0).bn->gamma = psap::channels(small.data(), 3);
+        expect_error([&] { (void)psap::member_of(m.net(), 1, 0); }, {"batch-norm vector has 3", "group 'hi'"});
+    }
+}
+
 TEST_CASE("the fingerprint follows structure, not values or storage") {
     layer_spec a{.name = "a", .out = 6, .in = 3, .kernel_area = 9, .positions = 16, .bn = true};
     layer_spec b{.name = "b", .out = 4, .in = 6, .kernel_area = 9, .positions = 16};

@@ -135,4 +135,34 @@ TEST_CASE("Li et al. ResNet-56-pruned-A end to end: keep-lists, widths, totals, 
     CHECK(t.find("params -9.34%") != std::string::npos);
 }
 
+TEST_CASE("CSV quotes names with commas or quotes; the table keeps a long name's row whole") {
+    psap::pruning_result r;
+    const std::string longer(300, 'x');
+    for (const std::string& name : {std::string("conv,1"), std::string("say \"hi\""), longer})
+        r.layers.push_back({name, 8, 4, 3, 3, 100, 50, 20, 10});
+    std::istringstream csv(r.to_csv());
+    std::string line;
+    std::vector<std::string> lines;
+    while (std::getline(csv, line)) lines.push_back(line);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[1].rfind("\"conv,1\",8,4,", 0) == 0);
+    CHECK(lines[2].rfind("\"say \"\"hi\"\"\",8,4,", 0) == 0);
+    CHECK(lines[3].rfind(longer + ",8,4,", 0) == 0);
+    // every row keeps its 10 fields (commas outside quotes)
+    for (std::size_t i = 1; i < lines.size(); ++i) {
+        int commas = 0;
+        bool quoted = false;
+        for (char c : lines[i]) {
+            if (c == '"') quoted = !quoted;
+            commas += !quoted && c == ',';
+        }
+        CHECK(commas == 9);
+    }
+    const auto t = r.table();
+    const auto at = t.find(longer);
+    REQUIRE(at != std::string::npos);
+    const auto end = t.find('\n', at);
+    CHECK(t.substr(at + longer.size(), end - at - longer.size()).find("4/8") != std::string::npos);  // the row's numbers follow
+}
+
 }  // namespace

@@ -111,8 +111,7 @@ public:
 
     /// Cost when group g keeps kept[g] of its channels.
     cost evaluate(std::span<const index> kept) const {
-        if (kept.size() != sizes_.size())
-            detail::fail("psap::cost_model: ", kept.size(), " kept counts for ", sizes_.size(), " groups");
+        check_kept(kept, "evaluate");
         cost c = full_;
         for (std::size_t g = 0; g < sizes_.size(); ++g) {
             const std::int64_t r = sizes_[g] - kept[g];
@@ -155,6 +154,7 @@ public:
         std::int64_t macs_before, macs_after, params_before, params_after;
     };
     std::vector<layer_width> widths(std::span<const index> kept) const {
+        check_kept(kept, "widths");
         std::vector<layer_width> r;
         r.reserve(layers_.size());
         for (const auto& l : layers_) {
@@ -168,6 +168,14 @@ public:
     }
 
 private:
+    void check_kept(std::span<const index> kept, const char* who) const {
+        if (kept.size() != sizes_.size())
+            detail::fail("psap::cost_model::", who, ": ", kept.size(), " kept counts for ", sizes_.size(), " groups");
+        for (std::size_t g = 0; g < sizes_.size(); ++g)
+            if (kept[g] < 0 || kept[g] > sizes_[g])
+                detail::fail("psap::cost_model::", who, ": group ", g, " keeps ", kept[g], " of its ", sizes_[g],
+                             " channels; a kept count lies in [0, size]");
+    }
     /// r_g * r_h's coefficient: the layers whose outputs shrink with g and inputs with h.
     struct pair_term {
         std::size_t g = 0, h = 0;

@@ -110,6 +110,8 @@ public:
     /// twice, all members of a group agree on whether they carry batch norm.
     void validate() const {
         if (groups_.empty()) detail::fail("psap::network: no groups; add at least one group of prunable channels");
+        // Again: layer_at() may have changed a layer since add_layer() checked it.
+        for (const auto& l : layers_) check_layer(l);
         std::vector<std::vector<std::int8_t>> out_used(layers_.size()), in_used(layers_.size());
         for (std::size_t i = 0; i < layers_.size(); ++i) {
             out_used[i].assign(static_cast<std::size_t>(layers_[i].out_channels), 0);
@@ -170,6 +172,11 @@ private:
 
     static void claim(std::vector<std::int8_t>& used, index offset, index size, const std::string& g, const std::string& l,
                       const char* side) {
+        // add_member/add_consumer checked the fit; a layer's channel count
+        // changed through layer_at() since then is caught here.
+        if (offset < 0 || offset + size > static_cast<index>(used.size()))
+            detail::fail("psap::network: group '", g, "' (", size, " channels at offset ", offset, ") does not fit in the ",
+                         used.size(), " ", side, " channels of layer '", l, "'");
         for (index c = offset; c < offset + size; ++c) {
             if (used[static_cast<std::size_t>(c)])
                 detail::fail("psap::network: ", side, " channel ", c, " of layer '", l, "' is claimed twice (again by group '", g,
@@ -247,14 +254,32 @@ member_views<T, M> member_of(const network<T, M>& net, index g, std::size_t m) {
     const auto& span = grp.members[m];
     const auto& l = net.layers()[static_cast<std::size_t>(span.layer)];
     const index o = span.offset, n = grp.size;
+    // Views re-pointed through layer_at() after the layer was added are not
+    // checked there: a slice past the end of one would be read out of bounds.
+    const auto fits = [&](index have, const char* what) {
+        if (o + n > have)
+            detail::fail("psap::network: layer '", l.name, "': its ", what, " has ", have, " rows or entries, but group '", grp.name,
+                         "' takes channels ", o, " to ", o + n - 1, "; a view re-pointed through layer_at() must keep the layer's shape");
+    };
+    fits(l.weight.rows(), "weight view");
     member_views<T, M> r;
     r.source = &l;
     r.weight = l.weight.middle_rows(o, n);
-    if (!l.grad.empty()) r.grad = l.grad.middle_rows(o, n);
-    if (!l.bias.empty()) r.bias = l.bias.segment(o, n);
-    if (!l.grad_bias.empty()) r.grad_bias = l.grad_bias.segment(o, n);
+    if (!l.grad.empty()) {
+        fits(l.grad.rows(), "gradient view");
+        if (l.grad.cols() != l.weight.cols())
+            detail::fail("psap::network: layer '", l.name, "': gradient view is ", l.grad.rows(), " x ", l.grad.cols(),
+                         ", but the weight view is ", l.weight.rows(), " x ", l.weight.cols());
+        r.grad = l.grad.middle_rows(o, n);
+    }
+    if (!l.bias.empty()) fits(l.bias.size(), "bias"), r.bias = l.bias.segment(o, n);
+    if (!l.grad_bias.empty()) fits(l.grad_bias.size(), "bias gradient"), r.grad_bias = l.grad_bias.segment(o, n);
     if (l.bn) {
-        auto seg = [&](const vector_view<T, M>& v) { return v.empty() ? v : v.segment(o, n); };
+        auto seg = [&](const vector_view<T, M>& v) {
+            if (v.empty()) return v;
+            fits(v.size(), "batch-norm vector");
+            return v.segment(o, n);
+        };
         const auto& b = *l.bn;
         r.bn = batch_norm_views<T, M>{seg(b.gamma),      seg(b.beta),      seg(b.running_mean), seg(b.running_var),
                                       seg(b.grad_gamma), seg(b.grad_beta), seg(b.gate_grad),    b.eps};

@@ -52,8 +52,15 @@ struct pruning_result {
     std::string to_csv() const {
         std::ostringstream os;
         os << "layer,out_before,out_after,pruned_ratio,in_before,in_after,macs_before,macs_after,params_before,params_after\n";
+        // RFC 4180: a name with a comma, quote or line break is quoted, its quotes doubled.
+        const auto field = [](const std::string& x) {
+            if (x.find_first_of(",\"\r\n") == std::string::npos) return x;
+            std::string q = "\"";
+            for (char c : x) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+            return q + '"';
+        };
         for (const auto& l : layers)
-            os << l.name << ',' << l.out_before << ',' << l.out_after << ','
+            os << field(l.name) << ',' << l.out_before << ',' << l.out_after << ','
                << (l.out_before ? 1.0 - double(l.out_after) / double(l.out_before) : 0.0) << ',' << l.in_before << ','
                << l.in_after << ',' << l.macs_before << ',' << l.macs_after << ',' << l.params_before << ',' << l.params_after
                << '\n';
@@ -68,7 +75,9 @@ struct pruning_result {
                       "MACs after", "params bef", "params aft");
         os << buf;
         for (const auto& l : layers) {
-            std::snprintf(buf, sizeof buf, "%-28s %4lld/%-4lld %6.1f%% %13lld %13lld %11lld %11lld\n", l.name.c_str(),
+            // The name apart: a long one would not fit the buffer, and would be cut with the row's end.
+            os << l.name << std::string(l.name.size() < 28 ? 28 - l.name.size() : 0, ' ');
+            std::snprintf(buf, sizeof buf, " %4lld/%-4lld %6.1f%% %13lld %13lld %11lld %11lld\n",
                           static_cast<long long>(l.out_after), static_cast<long long>(l.out_before),
                           l.out_before ? 100.0 * (1.0 - double(l.out_after) / double(l.out_before)) : 0.0,
                           static_cast<long long>(l.macs_before), static_cast<long long>(l.macs_after),

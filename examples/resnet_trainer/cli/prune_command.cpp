@@ -388,6 +388,18 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   if (resolved.at("total_epochs").get<double>() != static_cast<double>(prune_epochs))
     bar.message("note: the pruner's total_epochs (" + dump_json(resolved.at("total_epochs")) + ") differs from the " +
                 std::to_string(prune_epochs) + " pruning epochs; progress = epoch / total_epochs");
+  {
+    // Steps come at the end of pruning epochs 1..prune_epochs; one past
+    // 1 − final_phase is frozen. If even the first is, nothing is pruned
+    // (quick comparison runs do this on purpose: a note, not a refusal).
+    const double total = resolved.at("total_epochs").get<double>(), fp = resolved.at("final_phase").get<double>();
+    if (pruner.options().target.target > 0 && fp > 0 && prune_epochs > 0 && 1.0 / total > 1.0 - fp + 1e-12)
+      bar.message("note: with " + std::to_string(prune_epochs) + " pruning epoch(s) and final_phase " +
+                  dump_json(resolved.at("final_phase")) + " (" + method +
+                  "'s), every pruning step falls in the frozen final phase and nothing will be pruned; give more "
+                  "--epochs (at least " + std::to_string(static_cast<int>(std::ceil(1.0 / (1.0 - fp) - 1e-9))) +
+                  ") or --set final_phase=0");
+  }
   if (ft_epochs == 0 && (method == "l1" || method == "slimming" || method == "taylor"))
     bar.message("note: " + method + " is meant to be fine-tuned after pruning (--finetune-epochs)");
   pruner.bind(desc.net);
@@ -569,6 +581,13 @@ int run_prune(const json& given, const json& given_prune, const runtime_options&
   // not about two implementations' rounding.
   const prune::logit_comparison cmp = prune::compare_logits(device::host_of(*net), *c.net, check_x.data(), check_n);
   const double max_diff = cmp.max_abs_diff;
+  // Compaction is exact up to float rounding (a few 1e-5 of the logits);
+  // anything larger is a network the compactor misread: refuse to write it.
+  if (!(max_diff <= 1e-3 * std::max(1.0, cmp.max_abs_logit)))
+    throw training_error("the compact network differs from the pruned one by " + std::to_string(max_diff) +
+                         " in the logits (largest logit " + std::to_string(cmp.max_abs_logit) + ") on " +
+                         std::to_string(check_n) + " test images; " + compact_path.string() +
+                         " was not written (" + final_path.string() + " holds the pruned network)");
   const eval_result compact_eval = evaluate_dataset(*c.net, data.test, rt.eval_batch_size);
   {
     checkpoint_meta cm = meta;

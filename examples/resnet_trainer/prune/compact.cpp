@@ -117,6 +117,19 @@ compaction compact(model& masked, const network_description& d, const psap::prun
                                  "reconstruction lets pruned filters regrow while training continues after the last "
                                  "pruning step); compact right after the last step, or use a gating reconstruction "
                                  "(protective, hard, decay)");
+        // A bias map from an earlier compaction is added to this conv's
+        // output: the channel then emits that map, which varies over the
+        // image, not the 0 the folding below assumes.
+        if (const float* map = find_tensor(masked, cr.name + ".bias_map")) {
+          const std::size_t plane = static_cast<std::size_t>(cr.h_out) * static_cast<std::size_t>(cr.w_out);
+          const float* p = map + ch * plane;
+          if (std::any_of(p, p + plane, [](float v) { return v != 0.0f; }))
+            throw compaction_error("compact: channel " + std::to_string(c) + " of group '" + grp.name +
+                                   "' is pruned, but layer '" + cr.name +
+                                   "' adds a bias map from an earlier compaction to it, so its zeroed filter does "
+                                   "not output a constant that can be folded; prune the network before compacting "
+                                   "it, or re-prune with a gating reconstruction (protective, hard, decay)");
+        }
         if (bn == nullptr) {
           ++out.removed_zero;  // zero filter and bias, no BN: exactly 0
           continue;

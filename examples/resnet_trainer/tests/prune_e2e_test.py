@@ -182,6 +182,14 @@ def main():
     run([exe] + vgg)
     check_run(exe, out, method="asfp", budget=0.5, kind="flops", epochs=1, finetune=0, groups="internal", test_subset=50,
               data=data)
+    # Re-pruning the compact VGG-16: a zeroed filter of a conv that adds a bias map
+    # emits that map, not a constant, so compaction must refuse rather than write a
+    # network that differs from the pruned one.
+    again = os.path.join(work, "vgg-again")
+    vgg_again = [a if a != out else again for a in vgg] + ["--checkpoint", os.path.join(out, "compact.safetensors")]
+    p = run([exe] + vgg_again, expect_rc=1)
+    check("bias map" in p.stderr and "cannot be compacted exactly" in p.stderr, "re-pruned compact VGG: %s" % p.stderr)
+    check(not os.path.exists(os.path.join(again, "compact.safetensors")), "a compact network was written anyway")
 
     # L1 on a trained network, then fine-tuning: the checkpoint's epoch counts.
     trained = os.path.join(work, "trained")
@@ -202,6 +210,10 @@ def main():
     check("regrow" in p.stderr, "soft + fine-tune: %s" % p.stderr)
     p = run([exe] + base + ["--set", "protect.kapa=2", "--epochs", "1", "--output", bad], expect_rc=2)
     check("no parameter 'kapa'" in p.stderr and "kappa" in p.stderr, "unknown parameter: %s" % p.stderr)
+    # psap with one epoch: its only step is frozen, so it prunes nothing, and says so up front.
+    p = run([exe] + base + ["--preset", "psap", "--epochs", "1", "--output", os.path.join(work, "psap-e1")])
+    said = p.stdout + p.stderr
+    check("frozen final phase" in said and "final_phase=0" in said, "psap with one epoch: no note in %s" % said[-2000:])
     print("OK: every preset, stream groups (A and B), VGG-16, a trained start and the refusals")
 
 

@@ -22,13 +22,6 @@ namespace trainer {
 
 inline constexpr const char* checkpoint_version = "1";
 
-// JSON text for files, metadata and stdout. Paths are bytes on POSIX and may
-// not be UTF-8 (an --output like $'u\xe9'); nlohmann's strict dump would
-// throw type_error 316 after the work is done, so invalid bytes become
-// U+FFFD. Every JSON dump of psap-train goes through this.
-[[nodiscard]] inline std::string dump_json(const nlohmann::json& j, int indent = -1) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
-}
 inline constexpr const char* momentum_prefix = "optim.momentum.";
 
 // Problems with a checkpoint's content (missing tensors, wrong shapes,

@@ -37,12 +37,6 @@ std::optional<std::uint64_t> byte_size(const std::vector<std::uint64_t>& shape, 
 
 constexpr const char* metadata_key = "__metadata__";
 
-// s as a JSON string literal; bytes that are not valid UTF-8 become U+FFFD
-// (metadata can carry user paths, and a save must not fail over them).
-std::string json_string(const std::string& s) {
-  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 bool is_valid_utf8(const std::string& s) {
   try {
     (void)nlohmann::json(s).dump();  // strict: throws type_error 316 on invalid UTF-8
@@ -85,7 +79,7 @@ void tensor_archive::add(const std::string& name, st_dtype dtype, std::vector<st
   // Refused rather than replaced: a renamed tensor would not be found by
   // name when the file is loaded back.
   if (!is_valid_utf8(name))
-    throw safetensors_error("tensor name " + json_string(name) +
+    throw safetensors_error("tensor name " + dump_json(name) +
                             " is not valid UTF-8 (shown with U+FFFD for the invalid bytes); name tensors in UTF-8");
   const auto want = byte_size(shape, dtype_size(dtype));
   if (!want || *want != bytes.size())
@@ -142,11 +136,11 @@ std::string make_header(const tensor_archive& a) {
     // which readers reject; refuse to write such a header.
     std::set<std::string> keys;
     for (const auto& [k, v] : a.metadata) {
-      const std::string key = json_string(k);
+      const std::string key = dump_json(k);
       if (!keys.insert(key).second)
         throw safetensors_error("metadata keys collide once their invalid UTF-8 bytes are replaced: " + key +
                                 "; use UTF-8 metadata keys");
-      h += (keys.size() > 1 ? "," : "") + key + ":" + json_string(v);
+      h += (keys.size() > 1 ? "," : "") + key + ":" + dump_json(v);
     }
     h += "}";
     first = false;
@@ -155,7 +149,7 @@ std::string make_header(const tensor_archive& a) {
   for (const auto& [name, t] : file_order(a)) {
     if (!first) h += ",";
     first = false;
-    h += json_string(*name) + ":{\"dtype\":\"" + std::string(dtype_name(t->dtype)) + "\",\"shape\":[";
+    h += dump_json(*name) + ":{\"dtype\":\"" + std::string(dtype_name(t->dtype)) + "\",\"shape\":[";
     for (std::size_t i = 0; i < t->shape.size(); ++i) {
       if (i) h += ',';
       h += std::to_string(t->shape[i]);

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,6 +33,14 @@
 #include "io/atomic_file.hpp"
 
 namespace trainer {
+
+// JSON text for files, metadata, headers and stdout. Paths are bytes on POSIX
+// and may not be UTF-8 (an --output like $'u\xe9'); nlohmann's strict dump
+// would throw type_error 316 after the work is done, so invalid bytes become
+// U+FFFD. Every JSON dump of psap-train goes through this.
+[[nodiscard]] inline std::string dump_json(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 static_assert(std::endian::native == std::endian::little,
               "the safetensors reader/writer copies raw little-endian bytes");

@@ -477,6 +477,34 @@ TEST_CASE("side_task: run once, by a helper or by the thread that needs it; its 
 #endif
 }
 
+TEST_CASE("pairwise_sq_distances: double filters closer than float resolution keep their distance") {
+    // Rows 1 + 2^-30 and 1 apart in one element: as floats both are 1. The
+    // difference is exact in double (Sterbenz), so its square is 2^-60.
+    const double eps = std::ldexp(1.0, -30);
+    std::vector<double> w = {1.0 + eps, 0.5, 1.0, 0.5, 1.0, 0.5};  // 3 filters x 2
+    std::vector<double> out(9);
+    cpu_backend::pairwise_sq_distances(psap::filters(w.data(), 3, 2), std::span<double>(out));
+    CHECK(out[0 * 3 + 1] == std::ldexp(1.0, -60));
+    CHECK(out[1 * 3 + 0] == std::ldexp(1.0, -60));
+    CHECK(out[0 * 3 + 2] == std::ldexp(1.0, -60));
+    CHECK(out[1 * 3 + 2] == 0.0);
+    // Float filters keep the float rounding: 1 + 2^-30 is 1 as a float.
+    std::vector<float> f = {1.0f, 0.5f, 1.0f, 0.5f};
+    std::vector<double> outf(4);
+    cpu_backend::pairwise_sq_distances(psap::filters(f.data(), 2, 2), std::span<double>(outf));
+    CHECK(outf[1] == 0.0);
+    // Across 8 lanes and a tail (n = 11): sums of squared double differences
+    // in the canonical order, each square fused into its lane's sum.
+    std::vector<double> a(22);
+    for (std::size_t j = 0; j < 11; ++j) a[j] = 1.0 + static_cast<double>(j + 1) * eps, a[11 + j] = 1.0;
+    std::vector<double> d2(4);
+    cpu_backend::pairwise_sq_distances(psap::filters(a.data(), 2, 11), std::span<double>(d2));
+    double lane[8] = {};
+    for (std::size_t j = 0; j < 11; ++j) lane[j % 8] = std::fma(static_cast<double>(j + 1) * eps, static_cast<double>(j + 1) * eps, lane[j % 8]);
+    CHECK(d2[1] == psap::reduce::combine(lane));
+    CHECK(d2[1] > 0.0);
+}
+
 TEST_CASE("cpu_backend batches: mismatched batches and bad row lists are errors") {
     std::vector<float> w(12, 1.0f);
     const psap::matrix_view<const float> v(w.data(), 3, 4);

@@ -95,6 +95,32 @@ TEST_CASE("layer views that disagree with the declared geometry are rejected, na
         l.bn->gate_grad = psap::channels(s.v5.data(), 2);
         expect_error([&] { net.add_layer(l); }, {"conv_var", "gate gradient"});
     }
+    SUBCASE("filters that share memory") {
+        // Row stride 9 < 18: rows i and i + 1 overlap in 9 elements.
+        auto l = s.conv("conv_alias");
+        l.weight = psap::filters(s.w.data(), 4, 18, 9, 1);
+        expect_error([&] { net.add_layer(l); }, {"conv_alias", "weight view", "share memory", "row stride 9"});
+        // Column stride 2, row stride 9: rows 0 and 1 interleave (even / odd
+        // elements), rows 0 and 2 meet at element 18.
+        l.weight = psap::filters(s.w.data(), 4, 18, 9, 2);
+        expect_error([&] { net.add_layer(l); }, {"conv_alias", "weight view", "share memory"});
+        l = s.conv("conv_alias_grad");
+        l.grad = psap::filters(s.g.data(), 4, 18, 0, 1);  // a broadcast: every filter is one row
+        expect_error([&] { net.add_layer(l); }, {"conv_alias_grad", "gradient view", "share memory"});
+    }
+    SUBCASE("strided filters that do not share memory are accepted") {
+        std::vector<float> big(4 * 19, 0.5f);
+        auto l = s.conv("conv_padded");
+        l.weight = psap::filters(big.data(), 4, 18, 19, 1);  // padded rows
+        l.grad = psap::filters(s.g.data(), 4, 18, 1, 4);     // column-major
+        CHECK_NOTHROW(net.add_layer(l));
+    }
+    SUBCASE("a channel vector of stride 0") {
+        auto l = s.conv("conv_bcast");
+        l.bn = s.bn();
+        l.bn->gamma = psap::channels(s.v4.data(), 4, 0);
+        expect_error([&] { net.add_layer(l); }, {"conv_bcast", "BN gamma", "stride 0"});
+    }
     SUBCASE("BN eps") {
         auto l = s.conv("conv_eps");
         l.bn = s.bn();

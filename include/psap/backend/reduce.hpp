@@ -100,12 +100,18 @@ struct product {
     PSAP_HOST_DEVICE double operator()(double a, double b) const { return a * b; }
     PSAP_HOST_DEVICE double fma(double acc, double a, double b) const { return fused(a, b, acc); }
 };
-/// The difference is rounded to float first so that its square is exact in
-/// double; a rounded square could be fused into the sum on one backend only.
+/// Float inputs: the difference is rounded to float, as float arithmetic
+/// would, so its square is exact in double and fusing cannot change the sum.
+/// Double inputs: the difference in double (rounding it to float would merge
+/// filters closer than float resolution), its square fused into the add.
 struct squared_difference {
     PSAP_HOST_DEVICE double operator()(double a, double b) const {
         const double d = double(float(a) - float(b));
         return d * d;
+    }
+    PSAP_HOST_DEVICE double fma(double acc, double a, double b) const {
+        const double d = a - b;
+        return fused(d, d, acc);
     }
 };
 

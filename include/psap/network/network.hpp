@@ -190,6 +190,27 @@ private:
         if (v.size() != n)
             detail::fail("psap::network: layer '", layer, "': ", what, " has ", v.size(), " entries, expected ", n,
                          " (one per output channel)");
+        if (n > 1 && v.stride() == 0)
+            detail::fail("psap::network: layer '", layer, "': ", what, " has stride 0, so its ", n,
+                         " channels share one value and a write to one (a pruned channel's) changes all; give each channel its own entry");
+    }
+
+    // Rows that share memory would be written through each other: zeroing one
+    // filter would zero part of another. Elements (i, j) and (i + di, j + dj)
+    // meet when di * row_stride + dj * col_stride == 0 with 0 < di < rows and
+    // |dj| < cols; one pass over di finds any such pair.
+    static void check_rows_disjoint(const matrix_view<T, Memory>& v, const std::string& layer, const char* what) {
+        const index r = v.rows(), c = v.cols(), rs = v.row_stride(), cs = v.col_stride();
+        if (r <= 0 || c <= 0) return;
+        bool shared = (c > 1 && cs == 0) || (r > 1 && rs == 0);
+        for (index di = 1; !shared && cs != 0 && di < r; ++di) {
+            const index t = di * rs;
+            if (t % cs == 0) shared = (t / cs < c) && (t / cs > -c);
+        }
+        if (shared)
+            detail::fail("psap::network: layer '", layer, "': the ", what, " view (", r, " x ", c, ", row stride ", rs, ", column stride ", cs,
+                         ") has elements that share memory, so pruning one filter would write into another; each of the ", r,
+                         " filters needs its own ", c, " elements (e.g. row stride >= ", c, " with column stride 1)");
     }
 
     static void check_layer(const layer_type& l) {
@@ -207,6 +228,8 @@ private:
         if (!l.grad.empty() && (l.grad.rows() != l.weight.rows() || l.grad.cols() != l.weight.cols()))
             detail::fail("psap::network: layer '", l.name, "': gradient view is ", l.grad.rows(), " x ", l.grad.cols(),
                          ", but the weight view is ", l.weight.rows(), " x ", l.weight.cols());
+        check_rows_disjoint(l.weight, l.name, "weight");
+        check_rows_disjoint(l.grad, l.name, "gradient");
         check_vec(l.bias, l.out_channels, l.name, "bias", true);
         check_vec(l.grad_bias, l.out_channels, l.name, "bias gradient", true);
         if (l.bn) {

@@ -10,13 +10,8 @@ export PATH="$PWD/.venv/bin:$PATH"   # python3 with safetensors/onnxruntime for 
 jobs=$(nproc)
 
 start=$SECONDS
-echo "== g++ $(g++ -dumpversion), Release (-O2), -Werror"
-# -O2 rather than CMake's -O3: the optimiser is most of this build's time
-# (pruner_test.cpp: 101 s at -O3, 78 s at -O2 on a 2-vCPU EPYC), and -O2 is
-# the level distributions build release packages at. The benchmarks and the
-# main job (scripts/main.sh) keep -O3.
-cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DPSAP_WERROR=ON \
-      -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" >/dev/null
+echo "== g++ $(g++ -dumpversion), Release, -Werror"
+cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DPSAP_WERROR=ON >/dev/null
 cmake --build build/gcc -j "$jobs"
 ctest --test-dir build/gcc --output-on-failure -j "$jobs"
 

@@ -306,14 +306,19 @@ TEST_CASE("CIFAR-10 binary batches") {
       }
       write_bytes(root / ("data_batch_" + std::to_string(b) + ".bin"), file);
     }
-    write_bytes(root / "test_batch.bin", record(9, 1000));
+    std::vector<std::uint8_t> test;
+    for (int i = 0; i < 3; ++i) {
+      const auto r = record(static_cast<std::uint8_t>(9 - i), static_cast<std::uint32_t>(1000 + i));
+      test.insert(test.end(), r.begin(), r.end());
+    }
+    write_bytes(root / "test_batch.bin", test);
   };
 
   SUBCASE("loads planar RGB records, also from cifar-10-batches-bin/") {
     write_batches(dir / "cifar-10-batches-bin");
     const dataset_pair p = load_cifar10_directory(dir.path());
     CHECK(p.train.size() == 15);
-    CHECK(p.test.size() == 1);
+    CHECK(p.test.size() == 3);
     CHECK(p.train.channels == 3);
     CHECK(p.train.height == 32);
     CHECK(p.train.width == 32);
@@ -339,6 +344,19 @@ TEST_CASE("CIFAR-10 binary batches") {
     write_bytes(dir / "data_batch_2.bin", b);
     require_data_error([&] { (void)load_cifar10_directory(dir.path()); },
                        {"data_batch_2.bin", "9119 bytes is not a whole number of 3073-byte", "expected 30730000"});
+  }
+  SUBCASE("a batch cut at a record boundary") {
+    write_batches(dir.path());
+    auto b = trainer::testing::read_bytes(dir / "data_batch_4.bin");
+    b.resize(2 * 3073);  // two whole records of three
+    write_bytes(dir / "data_batch_4.bin", b);
+    require_data_error([&] { (void)load_cifar10_directory(dir.path()); },
+                       {"data_batch_4.bin' holds 2 records", "holds 3", "truncated"});
+    write_batches(dir.path());
+    b = trainer::testing::read_bytes(dir / "test_batch.bin");
+    b.resize(3073);
+    write_bytes(dir / "test_batch.bin", b);
+    require_data_error([&] { (void)load_cifar10_directory(dir.path()); }, {"test_batch.bin' holds 1 record but", "truncated"});
   }
   SUBCASE("label out of range") {
     write_batches(dir.path());

@@ -67,15 +67,15 @@ dataset_pair load_cifar10_directory(const std::filesystem::path& dir) {
   // its count shows it: the six released files hold 10000 records each.
   std::vector<std::filesystem::path> all = train_files;
   all.push_back(test_file);
-  const auto records = [](const std::filesystem::path& f) { return std::filesystem::file_size(f) / cifar10_record_bytes; };
-  const auto [fewest, most] =
-      std::minmax_element(all.begin(), all.end(), [&](const auto& a, const auto& b) { return records(a) < records(b); });
-  if (records(*fewest) != records(*most))
-    throw data_error("CIFAR-10 file '" + fewest->string() + "' holds " + std::to_string(records(*fewest)) +
-                     (records(*fewest) == 1 ? " record" : " records") + " but '" +
-                     most->filename().string() + "' holds " + std::to_string(records(*most)) +
-                     "; the six files of the binary version hold " + std::to_string(cifar10_records_per_batch) +
-                     " each, so this one is truncated: " + hint);
+  std::vector<std::uintmax_t> records;  // one stat per file, not one per comparison
+  for (const auto& f : all) records.push_back(std::filesystem::file_size(f) / cifar10_record_bytes);
+  const auto [fewest, most] = std::minmax_element(records.begin(), records.end());
+  if (*fewest != *most)
+    throw data_error("CIFAR-10 file '" + all[static_cast<std::size_t>(fewest - records.begin())].string() + "' holds " +
+                     std::to_string(*fewest) + (*fewest == 1 ? " record" : " records") + " but '" +
+                     all[static_cast<std::size_t>(most - records.begin())].filename().string() + "' holds " +
+                     std::to_string(*most) + "; the six files of the binary version hold " +
+                     std::to_string(cifar10_records_per_batch) + " each, so this one is truncated: " + hint);
   compute_channel_stats(p.train, p.train.mean, p.train.std);
   p.test.mean = p.train.mean;
   p.test.std = p.train.std;

@@ -49,28 +49,22 @@ function(psap_sanitized_unoptimised_sources)
   endif()
 endfunction()
 
-# psap_lightly_optimised([TARGETS <target>...] [SOURCES <file>...]): in
-# optimised builds without sanitizers, compile test code whose run time is
-# seconds at any level at -O1. Its compile time is mostly the optimiser's
-# (g++ on a Zen 3 EPYC: the CUDA backend's test 169 s at -O3, 89 s at -O1;
-# errors_test.cpp 63 s, 42 s), and the code under test keeps the build
-# type's level wherever it is compiled apart: the trainer's libraries, the
-# registry, the CPU backend's test and the benchmarks. SOURCES are files of
-# the current directory. A precompiled header must be built at the level of
+# psap_lightly_optimised(<target>...): in optimised builds without
+# sanitizers, compile test code whose run time is seconds at any level at
+# -O1. Its compile time is mostly the optimiser's (g++ on a Zen 3 EPYC: the
+# CUDA backend's host test 169 s at -O3, 89 s at -O1; errors_test.cpp 63 s,
+# 42 s), and the code under test keeps the build type's level wherever it is
+# compiled apart: the trainer's libraries, the registry, the CPU backend's
+# test, the benchmarks. A precompiled header must be built at the level of
 # the code that uses it (g++ 12 crashed in IPA compiling an -O2 file with an
 # -O1 header), so a PCH owner and its users are lightly optimised together.
 function(psap_lightly_optimised)
-  cmake_parse_arguments(PARSE_ARGV 0 arg "" "" "TARGETS;SOURCES")
   if(PSAP_SANITIZE OR NOT CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     return()
   endif()
-  set(_o1 $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:-O1>)
-  foreach(t IN LISTS arg_TARGETS)
-    target_compile_options(${t} PRIVATE ${_o1})
+  foreach(t IN LISTS ARGN)
+    target_compile_options(${t} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:-O1>)
   endforeach()
-  if(arg_SOURCES)
-    set_source_files_properties(${arg_SOURCES} PROPERTIES COMPILE_OPTIONS ${_o1})
-  endif()
 endfunction()
 
 # psap_shared_pch(<target> <owner>): compile <target> with <psap/psap.hpp>

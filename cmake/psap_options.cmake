@@ -51,9 +51,9 @@ endfunction()
 
 # psap_lightly_optimised(<target>...): in optimised builds without
 # sanitizers, compile test code whose run time is seconds at any level at
-# -O1. Its compile time is mostly the optimiser's (g++ on a Zen 3 EPYC: the
-# CUDA backend's host test 169 s at -O3, 89 s at -O1; errors_test.cpp 63 s,
-# 42 s), and the code under test keeps the build type's level wherever it is
+# -O1. Its compile time is mostly the optimiser's (g++ on a Zen 3 EPYC:
+# pruner_test.cpp 125 s at -O3, 69 s at -O1; errors_test.cpp 63 s, 42 s),
+# and the code under test keeps the build type's level wherever it is
 # compiled apart: the trainer's libraries, the registry, the CPU backend's
 # test, the benchmarks. A precompiled header must be built at the level of
 # the code that uses it (g++ 12 crashed in IPA compiling an -O2 file with an
@@ -65,6 +65,20 @@ function(psap_lightly_optimised)
   foreach(t IN LISTS ARGN)
     target_compile_options(${t} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:-O1>)
   endforeach()
+endfunction()
+
+# psap_unoptimised(<target>...): compile <target> without optimisation in
+# every build. For code that only has to run, not to run fast, and exercises
+# no numerics of its own: the docs' programs (their output is compared with
+# the pages), the CUDA backend's host-side test (the kernels are psap::cuda's)
+# and the trainer's glue tests. g++ on a Zen 3 EPYC: the CUDA backend's test
+# 99 s at -O1, 53 s at -O0; a docs program 39 s at -O1, 28 s at -O0.
+function(psap_unoptimised)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    foreach(t IN LISTS ARGN)
+      target_compile_options(${t} PRIVATE -O0)
+    endforeach()
+  endif()
 endfunction()
 
 # psap_shared_pch(<target> <owner>): compile <target> with <psap/psap.hpp>

@@ -23,7 +23,8 @@ mark "g++ tests"
 echo "== clang++ $(clang++ -dumpversion), ASan + UBSan"
 # -O1 -g1: the level ASan recommends, and cheaper to compile than -O2 -g; the
 # library's unit tests, the docs' programs and the trainer's glue (command
-# line, checkpoints, non-training tests) drop to -O0 (psap_sanitized_unoptimised).
+# line, checkpoints, non-training tests) drop to -O0 (psap_sanitized_unoptimised,
+# psap_unoptimised).
 # The headers' self-containment (~50 translation units, nothing to run) is
 # checked by the g++ build; this one has every header inside its tests anyway.
 cmake -S . -B build/clang-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \

@@ -30,8 +30,8 @@ endfunction()
 # psap_sanitized_unoptimised(<target>): in a sanitizer build (PSAP_SANITIZE),
 # compile <target> without optimisation. Under ASan+UBSan the optimiser is
 # most of the compile time (a docs program: 22 s at -O1, 8 s at -O0), while
-# the library's unit tests and the docs' programs run in seconds either way;
-# the trainer's tests, which train networks, keep the build type's level.
+# the library's unit tests run in seconds either way; the trainer's tests,
+# which train networks, keep the build type's level.
 function(psap_sanitized_unoptimised target)
   if(PSAP_SANITIZE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     target_compile_options(${target} PRIVATE -O0)
@@ -70,9 +70,11 @@ endfunction()
 # psap_unoptimised(<target>...): compile <target> without optimisation in
 # every build. For code that only has to run, not to run fast, and exercises
 # no numerics of its own: the docs' programs (their output is compared with
-# the pages), the CUDA backend's host-side test (the kernels are psap::cuda's)
-# and the trainer's glue tests. g++ on a Zen 3 EPYC: the CUDA backend's test
-# 99 s at -O1, 53 s at -O0; a docs program 39 s at -O1, 28 s at -O0.
+# the pages), the CUDA backend's host-side test (the kernels are psap::cuda's),
+# the trainer's glue tests, the compile-fail cases and the header checks
+# (only parsing and instantiation matter there). g++ on a Zen 3 EPYC: the
+# CUDA backend's test 99 s at -O1, 53 s at -O0; a docs program 39 s at -O1,
+# 28 s at -O0.
 function(psap_unoptimised)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     foreach(t IN LISTS ARGN)

@@ -230,11 +230,12 @@ struct bn_backward_sums {
   TRAINER_HD sums3 operator()(int ch, i64 i) const {
     const i64 at = ((i / p) * c + ch) * p + i % p;
     const float xh = (x[at] - mean[ch]) * invstd[ch];
-    const float g = z[at] > 0.0f ? ga[at] : 0.0f;
+    // `z <= 0 ? 0 : g`: a NaN z passes its gradient on (nn/batch_norm.cpp).
+    const float g = z[at] <= 0.0f ? 0.0f : ga[at];
     sums3 s;
     s.a = g;
     s.b = static_cast<double>(g * xh);
-    s.c = (z[at] > 0.0f || (z[at] == 0.0f && xh > 0.0f)) ? static_cast<double>(ga[at] * xh) : 0.0;
+    s.c = (z[at] < 0.0f || (z[at] == 0.0f && !(xh > 0.0f))) ? 0.0 : static_cast<double>(ga[at] * xh);
     return s;
   }
 };
@@ -255,7 +256,7 @@ struct bn_backward_apply {
   i64 p;
   TRAINER_HD void operator()(i64 i) const {
     const int ch = static_cast<int>((i / p) % c);
-    const float g = z[i] > 0.0f ? ga[i] : 0.0f;
+    const float g = z[i] <= 0.0f ? 0.0f : ga[i];
     const float mg = static_cast<float>(sums[ch].a) / count, mgx = static_cast<float>(sums[ch].b) / count;
     dx[i] += gamma[ch] * invstd[ch] * (g - mg - (x[i] - mean[ch]) * invstd[ch] * mgx);
     if (g_residual) g_residual[i] += g;
@@ -330,7 +331,8 @@ struct avg_pool_backward {
 };
 
 /// Max over each window (ceil mode: windows clipped at the edge); ties to the
-/// first maximum in scan order, as nn/pooling.cpp; argmax is the index in the plane.
+/// first maximum in scan order, a NaN to the last NaN (PyTorch's rule: the
+/// window's output is NaN); argmax is the index in the plane.
 struct max_pool_forward {
   const float* x;
   float* y;
@@ -345,7 +347,7 @@ struct max_pool_forward {
     int best = y0 * w + x0;
     for (int iy = y0; iy < y1; ++iy)
       for (int ix = x0; ix < x1; ++ix)
-        if (px[iy * w + ix] > px[best]) best = iy * w + ix;
+        if (const float v = px[iy * w + ix]; v > px[best] || v != v) best = iy * w + ix;
     y[i] = px[best];
     if (argmax) argmax[i] = best;
   }

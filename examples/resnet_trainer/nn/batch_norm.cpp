@@ -219,11 +219,13 @@ void batch_norm::backward_relu(const tensor& g_a, const tensor& z, tensor& dx, t
 #pragma omp simd reduction(+ : s1, s2, s3)
       for (int i = 0; i < hw; ++i) {
         const float xh = (xp[i] - mean) * invstd;
-        const float g = zp[i] > 0.0f ? ga[i] : 0.0f;  // ReLU'(0) = 0, as PyTorch
+        // ReLU'(0) = 0, as PyTorch; `z <= 0 ? 0 : g` passes a NaN z's
+        // gradient on (threshold_backward), so divergence reaches the sums.
+        const float g = zp[i] <= 0.0f ? 0.0f : ga[i];
         s1 += g;
         s2 += g * xh;
         // One-sided: at z == 0 the ReLU opens as γ rises iff x̂ > 0.
-        s3 += (zp[i] > 0.0f || (zp[i] == 0.0f && xh > 0.0f)) ? ga[i] * xh : 0.0f;
+        s3 += (zp[i] < 0.0f || (zp[i] == 0.0f && !(xh > 0.0f))) ? 0.0f : ga[i] * xh;
       }
       sg += s1;
       sgx += s2;
@@ -243,14 +245,14 @@ void batch_norm::backward_relu(const tensor& g_a, const tensor& z, tensor& dx, t
       if (gz != nullptr) {
 #pragma omp simd
         for (int i = 0; i < hw; ++i) {
-          const float g = zp[i] > 0.0f ? ga[i] : 0.0f;
+          const float g = zp[i] <= 0.0f ? 0.0f : ga[i];
           gz[i] = g;
           d[i] = scale * (g - mg - (xp[i] - mean) * invstd * mgx);
         }
       } else {
 #pragma omp simd
         for (int i = 0; i < hw; ++i) {
-          const float g = zp[i] > 0.0f ? ga[i] : 0.0f;
+          const float g = zp[i] <= 0.0f ? 0.0f : ga[i];
           d[i] = scale * (g - mg - (xp[i] - mean) * invstd * mgx);
         }
       }

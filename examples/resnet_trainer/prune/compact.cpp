@@ -138,7 +138,7 @@ compaction compact(model& masked, const network_description& d, const psap::prun
         const float invstd = 1.0f / std::sqrt(bn->running_var()[ch] + bn->eps());
         const float scale = bn->gamma()[ch] * invstd;
         const float cval = (0.0f - bn->running_mean()[ch]) * scale + bn->beta()[ch];
-        const float act = cval > 0.0f ? cval : 0.0f;  // ReLU
+        const float act = cval <= 0.0f ? 0.0f : cval;  // ReLU, NaN passed on as nn/relu
         if (act == 0.0f) {
           ++out.removed_zero;  // the ReLU closes it: exactly 0 downstream
           continue;

@@ -3,6 +3,7 @@
 // differences of a double reference, the gate gradient by one-sided finite
 // differences at γ = 0⁺, and exact zeros for gated channels.
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -269,6 +270,29 @@ TEST_CASE("fused path: ReLU'(0) = 0 when z is exactly 0") {
   const double mean = 0.625, var = (0.140625 + 2.640625 + 1.890625 + 0.015625) / 4;
   const double expect = ((1.0 - mean) + (2.0 - mean)) / std::sqrt(var + 1e-5);
   CHECK(bn.gate_grad()[0] == doctest::Approx(expect).epsilon(1e-5));
+}
+
+TEST_CASE("fused path: a NaN z passes its gradient on, as PyTorch's threshold_backward") {
+  // z = bn(x) + r with r NaN at one entry: relu's backward is
+  // `z <= 0 ? 0 : g`, so ∂L/∂z there is g (torch.relu's gradient at NaN is 1),
+  // and the channel sums count it: a diverged entry reaches ∂L/∂β instead of
+  // vanishing. γ = 1, β = 0, x = {1, -1, 2, 0.5}: z > 0 exactly where x > mean.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const shape4 s{2, 1, 1, 2};
+  batch_norm bn(1);
+  tensor x(s), res(s), z, y, dx, gz;
+  const float xv[] = {1.0f, -1.0f, 2.0f, 0.5f};
+  std::copy(xv, xv + 4, x.data());
+  res.fill(0.0f);
+  res.data()[1] = nan;  // x[1] < mean: without the NaN this entry is closed
+  bn.forward_relu(x, &res, z, y, true);
+  REQUIRE(std::isnan(z.data()[1]));
+  tensor ga(s);
+  ga.fill(1.0f);
+  bn.backward_relu(ga, z, dx, &gz);
+  const float open[] = {1.0f, 1.0f, 1.0f, 0.0f};  // x > 0.625, or NaN
+  for (int i = 0; i < 4; ++i) CHECK(gz.data()[i] == open[i]);
+  CHECK(bn.beta_grad()[0] == 3.0f);  // Σ ∂L/∂z over the open entries and the NaN one
 }
 
 TEST_CASE("batch norm rejects a single value per channel in train mode") {

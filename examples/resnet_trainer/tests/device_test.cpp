@@ -6,6 +6,7 @@
 // renumbered, pruned-style shortcut map and uneven widths, ResNet option B
 // with bias maps, and a slim VGG-16 whose ceil-mode pools clip windows; some
 // channels gated (γ = β = 0) so the one-sided gate gradient is exercised.
+// Then a batch with a NaN pixel: NaN in the same places on both paths.
 //
 //   trainer_device_test [--exec emulated|cuda]
 // emulated (default): the engine on its host executor, no GPU needed.
@@ -14,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -162,6 +164,59 @@ void compare(const std::string& label, const nlohmann::json& cfg, const std::str
   expect_close(lc.data(), ld.data(), lc.size(), 5e-4 * loose, label + ": eval logits after two SGD steps (uploaded)");
 }
 
+// One NaN pixel in the batch: it reaches every channel through the first
+// batch norm's statistics. The host layers follow PyTorch's rules (ReLU
+// passes a NaN input's gradient on, a pooling window holding a NaN outputs
+// it), so most gradients are NaN, and the few that are finite (the last
+// layers', whose upstream gradient is the given ∂L/∂logits) count every
+// entry as open. The engine must give NaN in the same places and the same
+// finite values, never a silent 0 where the host has NaN (a diverged step
+// the pruner's finiteness checks would not see).
+void compare_nan(const std::string& label, const nlohmann::json& cfg, const std::string& device, int batch, double loose) {
+  std::mt19937_64 g(seed + 1);
+  auto cpu = make_model(cfg, 7);
+  auto host = make_model(cfg, 0);
+  copy_weights(*cpu, *host);
+  auto dev = device::place_on(std::move(host), device);
+  const std::size_t in = static_cast<std::size_t>(batch) * cpu->in_channels() * cpu->input_h() * cpu->input_w();
+  const std::size_t out = static_cast<std::size_t>(batch) * cpu->num_classes();
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(in), dl(out), lc(out), ld(out);
+  for (auto& v : x) v = nd(g);
+  for (auto& v : dl) v = nd(g) / static_cast<float>(batch);
+  x[in / 2] = std::numeric_limits<float>::quiet_NaN();
+  cpu->forward(x.data(), batch, lc.data(), true);
+  dev->forward(x.data(), batch, ld.data(), true);
+  cpu->backward(dl.data());
+  dev->backward(dl.data());
+  std::size_t host_nan = 0, total = 0;
+  const auto same = [&](const float* a, const float* b, std::size_t n, const std::string& what) {
+    std::size_t nan = 0, differ = 0;
+    double scale = 1e-3, worst = 0.0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!std::isnan(a[i])) scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
+    for (std::size_t i = 0; i < n; ++i) {
+      nan += std::isnan(a[i]);
+      differ += std::isnan(a[i]) != std::isnan(b[i]);
+      if (!std::isnan(a[i]) && !std::isnan(b[i]))
+        worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    }
+    host_nan += nan, total += n;
+    expect(differ == 0 && worst <= 1e-3 * loose * scale,
+           label + ": " + what + ": " + std::to_string(nan) + " of " + std::to_string(n) + " NaN on the host, " +
+               std::to_string(differ) + " differ in NaN on the device, worst finite |diff| " + std::to_string(worst));
+  };
+  same(lc.data(), ld.data(), out, "train logits");
+  auto tc = cpu->tensors(), td = dev->tensors();
+  for (std::size_t i = 0; i < tc.size() && i < td.size(); ++i)
+    if (tc[i].grad) same(tc[i].grad, td[i].grad, tc[i].numel(), "grad " + tc[i].name);
+  auto bc = cpu->bn_layers(), bd = dev->bn_layers();
+  for (std::size_t i = 0; i < bc.size(); ++i)
+    same(bc[i].bn->gate_grad(), bd[i].bn->gate_grad(), static_cast<std::size_t>(bc[i].bn->channels()), "gate grad " + bc[i].name);
+  // The NaN reached most of the network on the host (else the check above is idle).
+  expect(2 * host_nan > total, label + ": " + std::to_string(host_nan) + " of " + std::to_string(total) + " values NaN on the host");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -211,6 +266,9 @@ int main(int argc, char** argv) {
 
   // ResNet-20 as trained: default widths, 32×32, batch 8.
   compare("resnet20", resnet_config(20), device, 8, 50.0);
+
+  compare_nan("resnet8-A with a NaN pixel", a, device, 4, small);
+  compare_nan("vgg16 slim with a NaN pixel", v, device, 3, small);
 
   std::printf("%d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;

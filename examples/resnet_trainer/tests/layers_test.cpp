@@ -295,6 +295,27 @@ TEST_CASE("max pool ties go to the first maximum in scan order") {
   CHECK(dx.data()[3] == 0.0f);
 }
 
+TEST_CASE("max pool: a window holding NaN outputs NaN, its gradient goes to the last NaN (PyTorch)") {
+  // torch.nn.functional.max_pool2d on [[1, nan], [3, nan]] gives nan, and
+  // its backward puts the gradient on the second NaN (index 3): PyTorch's
+  // CPU kernel takes a value when `val > max || isnan(val)`.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  tensor x({1, 2, 2, 2});
+  const float xv[] = {1.0f, nan, 3.0f, nan, /* plane 2: NaN first, then larger values */ nan, 5.0f, 7.0f, -1.0f};
+  std::copy(xv, xv + 8, x.data());
+  max_pool2d pool(2, 2, false);
+  tensor y, dx;
+  pool.forward(x, y, true);
+  REQUIRE(y.size() == 2);
+  CHECK(std::isnan(y.data()[0]));
+  CHECK(std::isnan(y.data()[1]));  // a NaN first in the window is not replaced by a larger value
+  tensor dy({1, 2, 1, 1});
+  dy.data()[0] = 2.0f, dy.data()[1] = 3.0f;
+  pool.backward(dy, dx);
+  const float want[] = {0.0f, 0.0f, 0.0f, 2.0f, 3.0f, 0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < 8; ++i) CHECK(dx.data()[i] == want[i]);
+}
+
 TEST_CASE("linear forward and gradients") {
   rng g(seed());
   const int n = 3, in = 5, out = 4;

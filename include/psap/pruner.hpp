@@ -485,13 +485,15 @@ private:
         if (!shielded.empty()) {
             // The unshielded selection's q lowest lie within the q selected (S)
             // and the shielded (H): any other candidate ranks above all of S.
-            // So h in H is among them iff fewer than q of S and H rank below it.
+            // So they are the q lowest of S and H, found in O(q + |H|) (a rank
+            // per shielded channel was O(|H| (q + |H|)): quadratic in wide layers).
             index eff = 0;
-            for (index h : shielded) {
-                index rank = 0;
-                for (index k = 0; k < q; ++k) rank += below(cand[static_cast<std::size_t>(k)], h);
-                for (index o : shielded) rank += below(o, h);
-                eff += rank < q;
+            if (q > 0) {
+                auto& both = scratch_.ranked;
+                both.assign(cand.begin(), cand.begin() + q);
+                both.insert(both.end(), shielded.begin(), shielded.end());
+                std::nth_element(both.begin(), both.begin() + (q - 1), both.end(), below);
+                for (index k = 0; k < q; ++k) eff += flag[static_cast<std::size_t>(both[static_cast<std::size_t>(k)])] == shield_bit;
             }
             entry.groups.resize(groups_.size());
             entry.groups[g].protected_effective = eff;
@@ -886,7 +888,7 @@ private:
         std::vector<std::vector<index>> restored, shielded;
         std::vector<std::vector<double>> scores;
         std::vector<std::uint8_t> flags;
-        std::vector<index> cand, kept;
+        std::vector<index> cand, kept, ranked;
         std::vector<group_update> updates;
         schedule_plan plan;
         std::vector<matrix_view<typename Net::value_type, typename Net::memory_type>> weights;

@@ -33,8 +33,8 @@ endfunction()
 # the library's unit tests run in seconds either way; the trainer's tests,
 # which train networks, keep the build type's level.
 function(psap_sanitized_unoptimised target)
-  if(PSAP_SANITIZE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
-    target_compile_options(${target} PRIVATE -O0)
+  if(PSAP_SANITIZE)
+    psap_unoptimised(${target})
   endif()
 endfunction()
 

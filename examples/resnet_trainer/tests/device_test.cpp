@@ -42,25 +42,36 @@ void expect(bool ok, const std::string& what) {
 }
 
 // |a − b| ≤ tol·max(max|a|, 1e-3) over the array: the engine's sums run in
-// another order, so compare against the array's own scale.
-void expect_close(const float* a, const float* b, std::size_t n, double tol, const std::string& what) {
+// another order, so compare against the array's own scale. Every value must
+// be finite, unless nan_too: then NaN must sit in the same places in both
+// and the rest compare as above. Returns how many of a's values are NaN.
+std::size_t expect_close(const float* a, const float* b, std::size_t n, double tol, const std::string& what,
+                         bool nan_too = false) {
   double scale = 1e-3, worst = 0.0;
-  std::size_t at = 0;
+  std::size_t at = 0, nan = 0, differ = 0;  // differ: non-finite values that do not match
   bool finite = true;
-  for (std::size_t i = 0; i < n; ++i) scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isnan(a[i])) scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
   for (std::size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) finite = false;
+    nan += std::isnan(a[i]);
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) {
+      finite = false;
+      differ += std::isnan(a[i]) ? !std::isnan(b[i]) : !(a[i] == b[i]);
+      continue;
+    }
     const double d = std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
     if (d > worst) {
       worst = d;
       at = i;
     }
   }
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s: worst |diff| %.3g at %zu (cpu %.6g, device %.6g), scale %.3g", what.c_str(),
-                worst, at, n ? static_cast<double>(a[at]) : 0.0, n ? static_cast<double>(b[at]) : 0.0, scale);
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "%s: worst |diff| %.3g at %zu (cpu %.6g, device %.6g), scale %.3g; %zu of %zu NaN on the cpu, %zu non-finite differ",
+                what.c_str(), worst, at, n ? static_cast<double>(a[at]) : 0.0, n ? static_cast<double>(b[at]) : 0.0, scale, nan, n,
+                differ);
   if (std::getenv("DEVICE_TEST_VERBOSE")) std::printf("%.3g  %s\n", worst / scale, buf);
-  expect(finite && worst <= tol * scale, buf);
+  expect((nan_too ? differ == 0 : finite) && worst <= tol * scale, buf);
+  return nan;
 }
 
 // Perturbs BN affine parameters and running statistics, fills bias maps, and
@@ -191,20 +202,8 @@ void compare_nan(const std::string& label, const nlohmann::json& cfg, const std:
   dev->backward(dl.data());
   std::size_t host_nan = 0, total = 0;
   const auto same = [&](const float* a, const float* b, std::size_t n, const std::string& what) {
-    std::size_t nan = 0, differ = 0;
-    double scale = 1e-3, worst = 0.0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (!std::isnan(a[i])) scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
-    for (std::size_t i = 0; i < n; ++i) {
-      nan += std::isnan(a[i]);
-      differ += std::isnan(a[i]) != std::isnan(b[i]);
-      if (!std::isnan(a[i]) && !std::isnan(b[i]))
-        worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
-    }
-    host_nan += nan, total += n;
-    expect(differ == 0 && worst <= 1e-3 * loose * scale,
-           label + ": " + what + ": " + std::to_string(nan) + " of " + std::to_string(n) + " NaN on the host, " +
-               std::to_string(differ) + " differ in NaN on the device, worst finite |diff| " + std::to_string(worst));
+    host_nan += expect_close(a, b, n, 1e-3 * loose, label + ": " + what, true);
+    total += n;
   };
   same(lc.data(), ld.data(), out, "train logits");
   auto tc = cpu->tensors(), td = dev->tensors();

@@ -42,16 +42,17 @@ void expect(bool ok, const std::string& what) {
 }
 
 // |a − b| ≤ tol·max(max|a|, 1e-3) over the array: the engine's sums run in
-// another order, so compare against the array's own scale. Every value must
-// be finite, unless nan_too: then NaN must sit in the same places in both
-// and the rest compare as above. Returns how many of a's values are NaN.
+// another order, so compare against the array's own scale (its finite
+// values: an Inf would make every tolerance pass). Every value must be
+// finite, unless nan_too: then NaN must sit in the same places in both and
+// the rest compare as above. Returns how many of a's values are NaN.
 std::size_t expect_close(const float* a, const float* b, std::size_t n, double tol, const std::string& what,
                          bool nan_too = false) {
   double scale = 1e-3, worst = 0.0;
   std::size_t at = 0, nan = 0, differ = 0;  // differ: non-finite values that do not match
   bool finite = true;
   for (std::size_t i = 0; i < n; ++i)
-    if (!std::isnan(a[i])) scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
+    if (std::isfinite(a[i])) scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
   for (std::size_t i = 0; i < n; ++i) {
     nan += std::isnan(a[i]);
     if (!std::isfinite(a[i]) || !std::isfinite(b[i])) {
